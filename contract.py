@@ -1,0 +1,223 @@
+"""The workspace data contract: every table's path and schema, in one place.
+
+A workspace is one folder; each stage reads Parquet from it and writes Parquet
+into it (see ``../shared/DESIGN.md``). The names below are a contract that scripts,
+docs and tests rely on: change them here or nowhere.
+
+A :class:`Column` marked ``nullable`` may hold nulls (missing optional text is
+null, never the string "None") and may be absent from a raw table altogether, in
+which case readers see it as all null. Non-nullable columns must be present.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+ENV_WORKSPACE = "OMNI_WORKSPACE"
+
+ENTITY_TYPES = ("pin", "product", "query")
+#: Actions the toolkit knows; other action strings are allowed and get weight 0
+#: in engaged-query scoring unless configured.
+ACTIONS = ("save", "long_click", "click", "add_to_cart", "checkout")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: name, Polars dtype, whether nulls are allowed."""
+
+    name: str
+    dtype: pl.DataType
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table's columns, its key (unique, non-null) and where it lives."""
+
+    name: str
+    relpath: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+
+    @property
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return {c.name: c.dtype for c in self.columns}
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+Str = pl.Utf8()
+F32List = pl.List(pl.Float32())
+I32List = pl.List(pl.Int32())
+StrList = pl.List(pl.Utf8())
+Ts = pl.Datetime("us")
+
+# ---------------------------------------------------------------- raw inputs
+PINS = TableSchema(
+    "pins",
+    "raw/pins.parquet",
+    (
+        Column("pin_id", Str),
+        Column("title", Str, True),
+        Column("description", Str, True),
+        Column("image_path", Str, True),  # relative to the workspace
+        Column("lang", Str, True),
+        Column("legacy_embedding", F32List, True),
+    ),
+    key=("pin_id",),
+)
+PRODUCTS = TableSchema(
+    "products",
+    "raw/products.parquet",
+    (
+        Column("product_id", Str),
+        Column("title", Str, True),
+        Column("description", Str, True),
+        Column("brand", Str, True),
+        Column("image_path", Str, True),
+        Column("legacy_embedding", F32List, True),
+    ),
+    key=("product_id",),
+)
+BOARDS = TableSchema("boards", "raw/boards.parquet", (Column("board_id", Str), Column("title", Str)), key=("board_id",))
+BOARD_PINS = TableSchema("board_pins", "raw/board_pins.parquet", (Column("board_id", Str), Column("pin_id", Str)))
+ENGAGEMENTS = TableSchema(
+    "engagements",
+    "raw/engagements.parquet",
+    (
+        Column("ts", Ts),
+        Column("query", Str),
+        Column("entity_type", Str),  # one of ENTITY_TYPES
+        Column("entity_id", Str),  # pin_id, product_id, or the related query's text
+        Column("action", Str),
+        Column("lang", Str, True),
+    ),
+)
+RAW_TABLES = (PINS, PRODUCTS, BOARDS, BOARD_PINS, ENGAGEMENTS)
+#: A workspace needs engagements and at least one of pins/products; boards are optional
+#: (a products-only catalogue has none) but board_pins needs boards and pins.
+REQUIRED_RAW = ("engagements",)
+
+# ---------------------------------------------------------------- enrich outputs
+CAPTIONS = TableSchema(
+    "captions",
+    "enrich/captions.parquet",
+    (
+        Column("entity_type", Str),
+        Column("entity_id", Str),
+        Column("image_sha256", Str),
+        Column("caption", Str),
+        Column("model", Str),
+    ),
+    key=("entity_type", "entity_id"),
+)
+CAPTION_ERRORS = TableSchema(
+    "caption_errors",
+    "enrich/caption_errors.parquet",
+    (Column("entity_type", Str), Column("entity_id", Str), Column("image_path", Str, True), Column("error", Str)),
+    key=("entity_type", "entity_id"),
+)
+BOARD_TITLES = TableSchema(
+    "board_titles",
+    "enrich/board_titles.parquet",
+    (Column("pin_id", Str), Column("titles", StrList)),  # ranked best first, at most 10
+    key=("pin_id",),
+)
+ENGAGED_QUERIES = TableSchema(
+    "engaged_queries",
+    "enrich/engaged_queries.parquet",
+    (
+        Column("entity_type", Str),  # pin or product
+        Column("entity_id", Str),
+        Column("queries", StrList),  # ranked best first, at most 20
+        Column("scores", pl.List(pl.Float64())),
+    ),
+    key=("entity_type", "entity_id"),
+)
+
+# ---------------------------------------------------------------- features outputs
+#: Text fields per entity kind, in this order, as columns of the features tables.
+PIN_FIELDS = ("title", "description", "caption", "board_titles", "engaged_queries")
+PRODUCT_FIELDS = ("title", "description", "brand", "caption", "engaged_queries")
+QUERY_FIELDS = ("text",)
+#: Vocabulary kinds and their tables: features/vocab/<kind>.parquet (token, id, count).
+VOCAB_KINDS = ("unigram", "bigram", "char_trigram")
+VOCAB_SCHEMA = (Column("token", Str), Column("id", pl.Int32()), Column("count", pl.Int64()))
+
+
+def _token_table(name: str, id_col: str, fields: tuple[str, ...]) -> TableSchema:
+    # Each field holds *global* token ids (all three tokenizers and the OOV buckets
+    # share one id space; offsets are in features/manifest.json), so a field loads
+    # straight into one EmbeddingBag as flat ids + offsets.
+    return TableSchema(
+        name,
+        f"features/{name}.parquet",
+        (Column(id_col, Str), *(Column(f, I32List) for f in fields)),
+        key=(id_col,),
+    )
+
+
+FEATURE_PINS = _token_table("pins", "pin_id", PIN_FIELDS)
+FEATURE_PRODUCTS = _token_table("products", "product_id", PRODUCT_FIELDS)
+FEATURE_QUERIES = _token_table("queries", "query", QUERY_FIELDS)
+
+
+class Workspace:
+    """Paths of one workspace folder. Construction does not touch the disk."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike[str] | None) -> Workspace:
+        """``root`` if given, else ``$OMNI_WORKSPACE``, else the current directory."""
+        return cls(root or os.environ.get(ENV_WORKSPACE) or Path.cwd())
+
+    def path(self, table: TableSchema) -> Path:
+        return self.root / table.relpath
+
+    def has(self, table: TableSchema) -> bool:
+        return self.path(table).exists()
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "raw" / "images"
+
+    @property
+    def enrich(self) -> Path:
+        return self.root / "enrich"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "features" / "vocab"
+
+    def vocab_path(self, kind: str) -> Path:
+        return self.vocab / f"{kind}.parquet"
+
+    @property
+    def features_manifest(self) -> Path:
+        return self.root / "features" / "manifest.json"
+
+    def run_dir(self, name: str) -> Path:
+        return self.root / "runs" / name
+
+    def export_dir(self, name: str) -> Path:
+        return self.run_dir(name) / "export"
+
+    def eval_dir(self, name: str) -> Path:
+        return self.run_dir(name) / "eval"
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
