@@ -67,6 +67,9 @@ PINS = TableSchema(
         Column("image_path", Str, True),  # relative to the workspace
         Column("lang", Str, True),
         Column("legacy_embedding", F32List, True),
+        # Human-written description of the image where the catalogue has one (alt text);
+        # the captioner is fine-tuned on these pairs when no pretrained weights are given.
+        Column("alt_text", Str, True),
     ),
     key=("pin_id",),
 )
@@ -209,6 +212,15 @@ class Workspace:
     @property
     def features_manifest(self) -> Path:
         return self.root / "features" / "manifest.json"
+
+    def model_dir(self, name: str) -> Path:
+        """Models a stage produced for later stages, e.g. ``models/captioner`` (fine-tuned BLIP)."""
+        return self.root / "models" / name
+
+    @property
+    def truth(self) -> Path:
+        """Ground truth the synthetic generator knows (topics); never read by training."""
+        return self.root / "truth"
 
     def run_dir(self, name: str) -> Path:
         return self.root / "runs" / name
