@@ -1,0 +1,126 @@
+"""Knobs of the synthetic world: one :class:`WorldConfig` per size, every count and share here.
+
+The defaults encode what makes the paper's effects measurable: ~30% pins without any text (the
+paper reports 71% title/description coverage), ~15% non-English queries, Zipf popularity of
+queries and entities (so in-batch negatives are popularity-biased and logQ correction matters),
+~90% of pins on at least one board, and a mild growth of traffic so the last week (the test
+window) holds enough events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from omnisearchsage.errors import OmniError
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes, shares and noise levels of one generated world."""
+
+    # ---- sizes
+    pins: int
+    products: int
+    boards: int
+    #: Distinct query strings drawn before de-duplication (collisions merge, so slightly fewer remain).
+    queries: int
+    engagements: int
+    pin_images: int
+    product_images: int
+    #: Engagement rows, and pin/product rows (256 floats each), generated and written per chunk;
+    #: they bound the large world's peak memory.
+    chunk_rows: int = 1_000_000
+    entity_chunk_rows: int = 100_000
+
+    # ---- languages: shares of en, fr, de, es (queries, pin text, board owners)
+    lang_shares: tuple[float, float, float, float] = (0.85, 0.05, 0.05, 0.05)
+
+    # ---- popularity
+    #: Topic popularity exponent (mild: some interests are bigger than others).
+    topic_zipf: float = 0.5
+    #: Query popularity ~ rank^-s: a short head and a long tail.
+    query_zipf: float = 0.9
+    #: Pin/product popularity ~ rank^-s within their (topic, concept).
+    entity_zipf: float = 0.8
+
+    # ---- pin text
+    #: Pins with neither title nor description (the paper: 71% coverage).
+    pin_no_text_share: float = 0.30
+    #: Among pins with text: probability of a title, of a description (at least one is kept).
+    pin_title_prob: float = 0.8
+    pin_description_prob: float = 0.6
+    #: Pins whose image has a ground-truth description (alt text).
+    alt_text_share: float = 0.30
+    #: Per text slot: a word from an unrelated topic, a typo.
+    noise_word_prob: float = 0.12
+    typo_prob: float = 0.03
+    #: Pins and products still without a legacy embedding (new entities).
+    legacy_missing_share: float = 0.02
+
+    # ---- queries
+    query_typo_prob: float = 0.08
+    query_second_concept_prob: float = 0.35
+    query_modifier_prob: float = 0.35
+
+    # ---- products
+    product_brand_prob: float = 0.9
+    product_description_prob: float = 0.9
+    brands_per_topic: int = 4
+
+    # ---- boards
+    #: Pins saved to at least one board; each such pin is on 1 + Poisson(extra) boards.
+    on_board_share: float = 0.90
+    extra_boards_mean: float = 0.6
+    #: Board saves within the pin's topic; generic, uninformative board titles ("favs").
+    board_topic_match: float = 0.9
+    board_generic_title_prob: float = 0.1
+    board_typo_prob: float = 0.1
+    board_prefix_prob: float = 0.35
+    board_suffix_prob: float = 0.4
+    board_emoji_prob: float = 0.3
+
+    # ---- engagements
+    #: Entity types of engagements: pin, product, query (related-query click).
+    entity_type_shares: tuple[float, float, float] = (0.6, 0.25, 0.15)
+    #: The engaged entity shares the query's topic, and then its concept, with these probabilities.
+    topic_match: float = 0.9
+    concept_match: float = 0.7
+    pin_actions: dict[str, float] = field(
+        default_factory=lambda: {"save": 0.25, "long_click": 0.25, "click": 0.5})
+    product_actions: dict[str, float] = field(
+        default_factory=lambda: {"click": 0.7, "add_to_cart": 0.2, "checkout": 0.1})
+    #: Two years of logs ending at ``end`` (exclusive); traffic grows by ``growth`` over the span.
+    end: datetime = datetime(2026, 11, 1)
+    days: int = 730
+    growth: float = 1.6
+
+    # ---- embeddings and images
+    legacy_dim: int = 256
+    #: Noise around the topic (+ concept) centroid; 1.0 makes topics separable but not trivially.
+    legacy_noise: float = 1.0
+    legacy_concept_weight: float = 0.5
+    #: Legacy values are rounded to multiples of this (production embeddings are quantised too);
+    #: it also lets Parquet compress them.
+    legacy_quant_step: float = 1 / 128
+    image_size: int = 64
+    #: Each drawn colour is jittered by up to this much per channel, so no two images are equal.
+    colour_jitter: int = 18
+
+
+SIZES: dict[str, WorldConfig] = {
+    "tiny": WorldConfig(pins=800, products=200, boards=120, queries=1_500, engagements=20_000,
+                        pin_images=240, product_images=80),
+    "small": WorldConfig(pins=20_000, products=5_000, boards=2_000, queries=20_000, engagements=400_000,
+                         pin_images=1_500, product_images=500),
+    "medium": WorldConfig(pins=200_000, products=50_000, boards=20_000, queries=100_000,
+                          engagements=4_000_000, pin_images=6_000, product_images=2_000),
+    "large": WorldConfig(pins=2_000_000, products=500_000, boards=200_000, queries=500_000,
+                         engagements=20_000_000, pin_images=20_000, product_images=5_000),
+}
+
+
+def world_config(size: str, **overrides: object) -> WorldConfig:
+    """The config of a named size, with optional field overrides (for tests and benchmarks)."""
+    if size not in SIZES:
+        raise OmniError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
+    return replace(SIZES[size], **overrides)  # type: ignore[arg-type]

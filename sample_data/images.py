@@ -1,0 +1,118 @@
+"""Procedural entity images: a topic's shape on its background, in its concept's colour.
+
+Each topic owns one (shape, background) pair and each concept one fill colour (see
+:mod:`~omnisearchsage.sample_data.lexicon`), so the pixels determine the topic and concept
+words and a captioner can learn to recover them. Count, size, position and colour jitter vary
+per image so no two files are identical. Images are small PNGs (lossless, so a seed gives
+identical bytes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from omnisearchsage.sample_data.lexicon import BACKGROUNDS, COUNT_WORDS, FILLS, SHAPES, TOPICS
+
+#: Shape radius as a fraction of the image side: one big shape, or up to three smaller ones.
+_SINGLE_RADIUS = (0.22, 0.32)
+_MULTI_RADIUS = (0.12, 0.18)
+_STAR_INNER = 0.45
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What one image shows; ``words`` is the ground truth a captioner should recover."""
+
+    topic: int
+    concept: int
+    count: int
+
+    @property
+    def shape(self) -> str:
+        return SHAPES[self.topic % len(SHAPES)]
+
+    @property
+    def background(self) -> str:
+        return list(BACKGROUNDS)[self.topic // len(SHAPES) % len(BACKGROUNDS)]
+
+    @property
+    def fill(self) -> str:
+        return list(FILLS)[self.concept % len(FILLS)]
+
+    @property
+    def topic_word(self) -> str:
+        return TOPICS[self.topic].concepts("en")[0][0]
+
+    @property
+    def concept_word(self) -> str:
+        return TOPICS[self.topic].concepts("en")[self.concept][0]
+
+    @property
+    def description(self) -> str:
+        """The alt text: e.g. ``two red circles on a white background, kitchen knife``."""
+        plural = "es" if self.shape.endswith(("s", "x")) else "s"
+        noun = self.shape if self.count == 1 else self.shape + plural
+        return f"{COUNT_WORDS[self.count - 1]} {self.fill} {noun} on a {self.background} background, {self._subject}"
+
+    @property
+    def words(self) -> list[str]:
+        """The content words of :attr:`description`, as a captioner should say them."""
+        return [self.fill, self.shape, self.background, *self._subject.split()]
+
+    @property
+    def _subject(self) -> str:
+        return self.topic_word if self.concept == 0 else f"{self.topic_word} {self.concept_word}"
+
+
+def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int) -> tuple[int, int, int]:
+    r, g, b = (np.clip(np.array(rgb) + rng.integers(-amount, amount + 1, 3), 0, 255)).tolist()
+    return int(r), int(g), int(b)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
+                colour: tuple[int, int, int]) -> None:
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif shape == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(2, int(r / 3)))
+    elif shape == "square":
+        draw.regular_polygon((cx, cy, r), 4, rotation=45, fill=colour)
+    elif shape == "diamond":
+        draw.regular_polygon((cx, cy, r), 4, rotation=0, fill=colour)
+    elif shape == "triangle":
+        draw.regular_polygon((cx, cy, r), 3, fill=colour)
+    elif shape == "hexagon":
+        draw.regular_polygon((cx, cy, r), 6, fill=colour)
+    elif shape == "cross":
+        w = r / 3
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=colour)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=colour)
+    elif shape == "star":
+        pts = []
+        for k in range(10):
+            rad = r if k % 2 == 0 else r * _STAR_INNER
+            a = -math.pi / 2 + k * math.pi / 5
+            pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
+        draw.polygon(pts, fill=colour)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def draw_image(spec: ImageSpec, rng: np.random.Generator, size: int, jitter: int) -> Image.Image:
+    """Render ``spec`` as an RGB image of ``size`` x ``size`` pixels."""
+    img = Image.new("RGB", (size, size), _jitter(BACKGROUNDS[spec.background], rng, jitter))
+    draw = ImageDraw.Draw(img)
+    lo, hi = _SINGLE_RADIUS if spec.count == 1 else _MULTI_RADIUS
+    for _ in range(spec.count):
+        r = size * rng.uniform(lo, hi)
+        cx, cy = rng.uniform(r, size - r, 2)
+        _draw_shape(draw, spec.shape, float(cx), float(cy), float(r), _jitter(FILLS[spec.fill], rng, jitter))
+    return img
+
+
+def write_image(spec: ImageSpec, path: Path, rng: np.random.Generator, size: int, jitter: int) -> None:
+    draw_image(spec, rng, size, jitter).save(path, format="PNG")

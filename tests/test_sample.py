@@ -1,0 +1,167 @@
+"""The synthetic world: complete, valid, deterministic, and with the properties the paper needs."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from omnisearchsage.contract import (
+    BOARD_PINS,
+    BOARDS,
+    ENGAGEMENTS,
+    PINS,
+    PRODUCTS,
+    TRUTH_PINS,
+    TRUTH_QUERIES,
+    Workspace,
+)
+from omnisearchsage.errors import OmniError
+from omnisearchsage.sample_data.config import world_config
+from omnisearchsage.sample_data.generate import generate_world
+from omnisearchsage.sample_data.images import ImageSpec
+from omnisearchsage.sample_data.lexicon import BACKGROUNDS, FILLS, TOPICS
+from omnisearchsage.split import TimeSplit
+from omnisearchsage.validate import validate_workspace
+
+
+def _read(ws: Workspace, table) -> pl.DataFrame:
+    return pl.read_parquet(ws.path(table))
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_tiny_world_is_complete_and_valid(tiny_ws: Workspace) -> None:
+    validate_workspace(tiny_ws)
+    validate_workspace(tiny_ws, ["truth_pins", "truth_products", "truth_queries"])
+    pins = _read(tiny_ws, PINS)
+    assert pins.height == 800 and _read(tiny_ws, PRODUCTS).height == 200
+    paths = pl.concat([pins["image_path"], _read(tiny_ws, PRODUCTS)["image_path"]]).unique()
+    assert all((tiny_ws.root / p).is_file() for p in paths)
+    # Repins: many pins share one image file.
+    assert pins["image_path"].n_unique() < pins.height / 2
+    assert pins["legacy_embedding"].drop_nulls().list.len().unique().to_list() == [256]
+    assert pins.schema["legacy_embedding"] == pl.List(pl.Float32)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny_ws: Workspace, tmp_path: Path) -> None:
+    generate_world(tmp_path / "again", "tiny", seed=0)
+    generate_world(tmp_path / "other", "tiny", seed=1)
+    assert _digest(tmp_path / "again") == _digest(tiny_ws.root)
+    other = _digest(tmp_path / "other")
+    assert other.keys() == _digest(tiny_ws.root).keys()
+    assert other["raw/engagements.parquet"] != _digest(tiny_ws.root)["raw/engagements.parquet"]
+
+
+def test_chunked_writing_matches_the_contract(tmp_path: Path) -> None:
+    """The large world's path (many chunks per table) yields the same kind of valid, time-ordered log."""
+    cfg = world_config("tiny", chunk_rows=3_000, entity_chunk_rows=150)
+    stats = generate_world(tmp_path / "w", "tiny", seed=2, config=cfg)
+    ws = Workspace(tmp_path / "w")
+    validate_workspace(ws)
+    eng = _read(ws, ENGAGEMENTS)
+    assert eng.height == stats.engagements == 20_000
+    assert eng["ts"].is_sorted()
+    assert _read(ws, PINS)["pin_id"].n_unique() == 800
+
+
+def test_refuses_to_overwrite_and_unknown_size(tiny_ws_copy: Workspace) -> None:
+    with pytest.raises(OmniError, match="--force"):
+        generate_world(tiny_ws_copy.root, "tiny")
+    with pytest.raises(OmniError, match="unknown world size 'huge'"):
+        world_config("huge")
+
+
+def test_text_coverage_alt_text_and_boards(tiny_ws: Workspace) -> None:
+    pins = _read(tiny_ws, PINS)
+    no_text = (pins["title"].is_null() & pins["description"].is_null()).mean()
+    assert no_text == pytest.approx(0.30, abs=0.05)
+    assert pins["alt_text"].is_not_null().mean() == pytest.approx(0.30, abs=0.05)
+    # Missing text is null, never the string "None" or "".
+    assert not pins["title"].is_in(["None", ""]).any()
+    on_board = pins["pin_id"].is_in(_read(tiny_ws, BOARD_PINS)["pin_id"].implode()).mean()
+    assert on_board == pytest.approx(0.90, abs=0.04)
+    titles = _read(tiny_ws, BOARDS)["title"]
+    assert titles.str.contains("[😍✨💕🔥🏡🌿❤🙌💫🌸]").mean() > 0.1  # people write emoji
+    assert titles.str.to_lowercase().str.contains("my dream").any()
+
+
+def test_query_languages_and_zipf_popularity(tiny_ws: Workspace) -> None:
+    eng = _read(tiny_ws, ENGAGEMENTS)
+    shares = eng["lang"].value_counts(normalize=True).to_dict(as_series=False)
+    share = dict(zip(shares["lang"], shares["proportion"]))
+    assert 1 - share["en"] == pytest.approx(0.15, abs=0.03)
+    assert all(share[lang] > 0.03 for lang in ("fr", "de", "es"))
+    counts = np.sort(eng["query"].value_counts()["count"].to_numpy())[::-1][:100]
+    slope = np.polyfit(np.log(np.arange(1, 101)), np.log(counts), 1)[0]
+    assert -1.15 < slope < -0.65
+    # Entities are Zipf-popular too: the top 10% of engaged pins get far more than 10% of events.
+    pin_counts = np.sort(eng.filter(pl.col("entity_type") == "pin")["entity_id"].value_counts()["count"].to_numpy())
+    top = pin_counts[::-1][: len(pin_counts) // 10].sum() / pin_counts.sum()
+    assert top > 0.3
+
+
+def test_engagements_follow_topics_so_learning_is_possible(tiny_ws: Workspace) -> None:
+    eng = _read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
+    q = pl.read_parquet(tiny_ws.path(TRUTH_QUERIES)).select("query", q_topic="topic")
+    p = pl.read_parquet(tiny_ws.path(TRUTH_PINS)).select("pin_id", p_topic="topic")
+    joined = eng.join(q, on="query").join(p, left_on="entity_id", right_on="pin_id")
+    assert joined.height == eng.height
+    assert (joined["q_topic"] == joined["p_topic"]).mean() > 0.85
+    related = (_read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "query")
+               .join(q, on="query").join(q.rename({"query": "entity_id", "q_topic": "r_topic"}), on="entity_id"))
+    assert (related["query"] != related["entity_id"]).mean() > 0.98  # a related query is another query
+    assert (related["q_topic"] == related["r_topic"]).mean() > 0.85
+    # Text-less pins are engaged like the others: only enrichment can make them findable.
+    pins = _read(tiny_ws, PINS).with_columns(no_text=pl.col("title").is_null() & pl.col("description").is_null())
+    engaged = pins.join(eng.select(pin_id="entity_id").unique(), on="pin_id")
+    assert engaged["no_text"].mean() == pytest.approx(0.30, abs=0.06)
+
+
+def test_time_span_growth_and_test_window(tiny_ws: Workspace) -> None:
+    ts = _read(tiny_ws, ENGAGEMENTS)["ts"]
+    assert ts.min() >= datetime(2024, 11, 1) and ts.max() < datetime(2026, 11, 1)
+    split = TimeSplit.for_workspace(tiny_ws)
+    in_test = ts.is_between(split.test_start, split.test_end, closed="left").sum()
+    assert in_test >= 200  # enough held-out pairs to evaluate on
+    first_year = (ts < datetime(2025, 11, 1)).sum()
+    assert first_year < ts.len() - first_year  # traffic grows
+
+
+def test_legacy_embeddings_are_a_noisy_function_of_topic(tiny_ws: Workspace) -> None:
+    pins = _read(tiny_ws, PINS).join(_read(tiny_ws, TRUTH_PINS), on="pin_id").drop_nulls("legacy_embedding")
+    emb = np.stack(pins["legacy_embedding"].to_numpy())
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    topics = pins["topic"].to_numpy()
+    sims = emb @ emb.T
+    same = topics[:, None] == topics[None, :]
+    np.fill_diagonal(same, False)
+    off_diag = ~np.eye(len(topics), dtype=bool)
+    assert sims[same].mean() > 0.3
+    assert abs(sims[~same & off_diag].mean()) < 0.1
+    assert sims[same].mean() < 0.9  # noisy: not a lookup table of the topic
+
+
+def test_images_show_the_topic_background_and_concept_colour(tiny_ws: Workspace) -> None:
+    truth = _read(tiny_ws, TRUTH_PINS).join(_read(tiny_ws, PINS).select("pin_id", "image_path"), on="pin_id")
+    for row in truth.head(25).iter_rows(named=True):
+        background, fill = row["image_words"][2], row["image_words"][0]
+        pixels = np.asarray(Image.open(tiny_ws.root / row["image_path"]).convert("RGB")).reshape(-1, 3).astype(int)
+        # Shapes stay inside the frame, so a corner is background.
+        assert np.abs(pixels[0] - np.array(BACKGROUNDS[background])).max() <= 20
+        assert (np.abs(pixels - np.array(FILLS[fill])).max(axis=1) <= 20).any()
+        assert row["image_description"].startswith(("one", "two", "three"))
+
+
+def test_each_topic_has_its_own_picture() -> None:
+    """A captioner can only recover the topic if no two topics look alike."""
+    looks = {(ImageSpec(t, 0, 1).shape, ImageSpec(t, 0, 1).background) for t in range(len(TOPICS))}
+    assert len(looks) == len(TOPICS)
+    assert all(len(t.concepts(lang)) == 6 for t in TOPICS for lang in ("en", "fr", "de", "es"))

@@ -1,0 +1,336 @@
+"""Workspace validation: every stage checks its inputs here before it writes anything.
+
+:func:`validate_workspace` checks tables against :mod:`~omnisearchsage.contract` and raises one
+:class:`~omnisearchsage.errors.OmniError` listing every problem, one line each, naming the file,
+the column and up to three offending rows (0-based row numbers in the Parquet file), e.g.::
+
+    raw/pins.parquet: column pin_id: 2 rows with duplicate values (1 distinct), e.g. rows 3, 17 ("p1")
+
+Checks: missing file, unreadable Parquet, missing required column, wrong type (types that cast
+losslessly, such as large_string for string or float64 for a float32 list, are fine; an integer
+where a string is expected is not), null or duplicate keys, engagement entity types outside
+``pin/product/query``, legacy embeddings of inconsistent length, and references: engagement
+pin/product ids and board_pins ids that do not exist.
+
+The checks run in DuckDB over the Parquet files (anti-joins, aggregates), so they stream and
+scale to the large world (20M engagements) without loading a table into Python.
+:func:`read_table` is the matching reader: a lazy frame cast to the contract, with absent
+optional columns filled with nulls.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+
+from omnisearchsage import contract
+from omnisearchsage.contract import (
+    BOARD_PINS,
+    BOARDS,
+    ENGAGEMENTS,
+    ENTITY_TYPES,
+    PINS,
+    PRODUCTS,
+    RAW_TABLES,
+    TableSchema,
+    Workspace,
+)
+from omnisearchsage.errors import OmniError
+
+#: How many offending rows a message shows.
+MAX_EXAMPLES = 3
+#: Columns whose values must come from a closed set.
+_ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {(ENGAGEMENTS.name, "entity_type"): ENTITY_TYPES}
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """``child.column`` (rows matching ``where``) must exist in ``parent.parent_column``."""
+
+    child: TableSchema
+    column: str
+    where: str
+    parent: TableSchema
+    parent_column: str
+    what: str
+
+
+_REFERENCES = (
+    _Reference(ENGAGEMENTS, "entity_id", "entity_type = 'pin'", PINS, "pin_id", "pin ids"),
+    _Reference(ENGAGEMENTS, "entity_id", "entity_type = 'product'", PRODUCTS, "product_id", "product ids"),
+    _Reference(BOARD_PINS, "pin_id", "TRUE", PINS, "pin_id", "pin ids"),
+    _Reference(BOARD_PINS, "board_id", "TRUE", BOARDS, "board_id", "board ids"),
+)
+
+
+def known_tables() -> dict[str, TableSchema]:
+    """Tables addressable by name: raw inputs, enrich outputs and generator truth.
+
+    Feature tables share names with raw ones (``pins``), so pass their :class:`TableSchema`
+    instead of a name.
+    """
+    found = {v.name: v for v in vars(contract).values()
+             if isinstance(v, TableSchema) and not v.relpath.startswith("features/")}
+    return found | {t.name: t for t in RAW_TABLES}
+
+
+def _resolve(tables: Sequence[str | TableSchema]) -> list[TableSchema]:
+    known = known_tables()
+    out = []
+    for t in tables:
+        if isinstance(t, TableSchema):
+            out.append(t)
+        elif t in known:
+            out.append(known[t])
+        else:
+            raise ValueError(f"unknown table {t!r}; known: {', '.join(sorted(known))}")
+    return out
+
+
+# --------------------------------------------------------------------------- types
+def compatible(actual: pl.DataType, expected: pl.DataType) -> bool:
+    """Whether a column of type ``actual`` casts losslessly enough to the contract's ``expected``."""
+    if actual == pl.Null:
+        return True
+    if expected == pl.Utf8:
+        return actual in (pl.Utf8, pl.Categorical) or isinstance(actual, pl.Enum)
+    if isinstance(expected, pl.Datetime):
+        return isinstance(actual, pl.Datetime) or actual == pl.Date
+    if expected == pl.Date:
+        return actual == pl.Date or isinstance(actual, pl.Datetime)
+    if expected.is_integer():
+        return actual.is_integer()
+    if expected.is_float():
+        return actual.is_numeric()
+    if isinstance(expected, pl.List):
+        return isinstance(actual, (pl.List, pl.Array)) and compatible(actual.inner, expected.inner)
+    return actual == expected
+
+
+def _cast(name: str, actual: pl.DataType, expected: pl.DataType) -> pl.Expr:
+    col = pl.col(name)
+    if isinstance(actual, pl.Datetime) and actual.time_zone is not None:
+        col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return col.cast(expected)
+
+
+# --------------------------------------------------------------------------- SQL helpers
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _scan(ws: Workspace, t: TableSchema) -> str:
+    return f"read_parquet({_lit(str(ws.path(t)))}, file_row_number = true)"
+
+
+def _rows(rows: Sequence[int], values: Sequence[object] | None = None) -> str:
+    shown = ", ".join(str(r) for r in rows)
+    if not values:
+        return f"e.g. rows {shown}"
+    vals = ", ".join('"' + str(v) + '"' for v in values)
+    return f"e.g. rows {shown} ({vals})"
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:200]
+
+
+class _Checker:
+    """Collects problems of one validation run; each check appends one line per problem."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.problems: list[str] = []
+        self.con = duckdb.connect()
+        #: Per readable table: its Polars schema; columns of a wrong type are left out.
+        self.usable: dict[str, dict[str, pl.DataType]] = {}
+
+    def add(self, t: TableSchema, msg: str, column: str | None = None) -> None:
+        where = f"column {column}: " if column else ""
+        self.problems.append(f"{t.relpath}: {where}{msg}")
+
+    def table(self, t: TableSchema) -> None:
+        path = self.ws.path(t)
+        if not path.exists():
+            self.add(t, "missing")
+            return
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as e:  # noqa: BLE001 - any reader failure means the same to the user
+            self.add(t, f"unreadable Parquet ({_short(e)})")
+            return
+        ok: dict[str, pl.DataType] = {}
+        for c in t.columns:
+            if c.name not in schema:
+                if not c.nullable:
+                    self.add(t, "missing (required)", c.name)
+            elif not compatible(schema[c.name], c.dtype):
+                self.add(t, f"type {schema[c.name]}, expected {c.dtype}", c.name)
+            else:
+                ok[c.name] = schema[c.name]
+        try:
+            self._nulls(t, ok)
+            self._duplicates(t, ok)
+            self._allowed(t, ok)
+            self._list_lengths(t, ok)
+        except duckdb.Error as e:
+            self.add(t, f"unreadable Parquet ({_short(e)})")
+            return
+        self.usable[t.name] = ok
+
+    def _nulls(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
+        cols = [c.name for c in t.columns if not c.nullable and c.name in ok]
+        if not cols:
+            return
+        counts = self.con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {_ident(c)} IS NULL)" for c in cols)
+                              + f" FROM {_scan(self.ws, t)}").fetchone()
+        for c, n in zip(cols, counts):
+            if n:
+                rows = [r for (r,) in self.con.execute(
+                    f"SELECT file_row_number FROM {_scan(self.ws, t)} WHERE {_ident(c)} IS NULL "
+                    f"ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()]
+                self.add(t, f"{n} null values, {_rows(rows)}", c)
+
+    def _duplicates(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
+        if not t.key or any(k not in ok for k in t.key):
+            return
+        keys = ", ".join(_ident(k) for k in t.key)
+        not_null = " AND ".join(f"{_ident(k)} IS NOT NULL" for k in t.key)
+        src = _scan(self.ws, t)
+        # Duplicated keys, then the rows of the first one (by row number) as the example.
+        sql = f"""
+            WITH dup AS (SELECT {keys}, count(*) AS n, min(file_row_number) AS first_row
+                         FROM {src} WHERE {not_null} GROUP BY {keys} HAVING count(*) > 1)
+            SELECT (SELECT sum(n) FROM dup), (SELECT count(*) FROM dup),
+                   (SELECT [{keys}] FROM dup ORDER BY first_row LIMIT 1)"""
+        n_rows, n_keys, example = self.con.execute(sql).fetchone()
+        if not n_keys:
+            return
+        match = " AND ".join(f"{_ident(k)} = {_lit(str(v))}" for k, v in zip(t.key, example))
+        rows = [r for (r,) in self.con.execute(
+            f"SELECT file_row_number FROM {src} WHERE {match} ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()]
+        value = ", ".join(str(v) for v in example)
+        self.add(t, f"{n_rows} rows with duplicate values ({n_keys} distinct), {_rows(rows, [value])}",
+                 ", ".join(t.key))
+
+    def _allowed(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
+        for (table, col), allowed in _ALLOWED_VALUES.items():
+            if table != t.name or col not in ok:
+                continue
+            values = ", ".join(_lit(v) for v in allowed)
+            sql = (f"SELECT file_row_number, {_ident(col)}, count(*) OVER () FROM {_scan(self.ws, t)} "
+                   f"WHERE {_ident(col)} IS NOT NULL AND {_ident(col)}::VARCHAR NOT IN ({values}) "
+                   f"ORDER BY 1 LIMIT {MAX_EXAMPLES}")
+            bad = self.con.execute(sql).fetchall()
+            if bad:
+                self.add(t, f"{bad[0][2]} values not in {{{', '.join(allowed)}}}, "
+                            f"{_rows([b[0] for b in bad], [b[1] for b in bad])}", col)
+
+    def _list_lengths(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
+        """Embedding columns must have one length, or a model cannot stack them."""
+        for c in t.columns:
+            if c.name not in ok or not isinstance(c.dtype, pl.List) or not c.dtype.inner.is_float():
+                continue
+            col, src = _ident(c.name), _scan(self.ws, t)
+            lengths = self.con.execute(f"SELECT len({col}) AS l, count(*) AS n FROM {src} WHERE {col} IS NOT NULL "
+                                   "GROUP BY l ORDER BY n DESC, l").fetchall()
+            if len(lengths) <= 1:
+                continue
+            common = lengths[0][0]
+            n_bad = sum(n for _, n in lengths[1:])
+            rows = [r for (r,) in self.con.execute(
+                f"SELECT file_row_number FROM {src} WHERE {col} IS NOT NULL AND len({col}) <> {common} "
+                f"ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()]
+            self.add(t, f"{n_bad} rows with length other than {common} (the most common), {_rows(rows)}", c.name)
+
+    def reference(self, ref: _Reference) -> None:
+        """Anti-join ``child`` against ``parent`` (a missing parent counts as empty)."""
+        child_ok = self.usable.get(ref.child.name, {})
+        if ref.column not in child_ok or (ref.child is ENGAGEMENTS and "entity_type" not in child_ok):
+            return
+        parent_ok = self.usable.get(ref.parent.name)
+        if parent_ok is not None and ref.parent_column not in parent_ok:
+            return
+        col = _ident(ref.column)
+        src = f"(SELECT * FROM {_scan(self.ws, ref.child)} WHERE {ref.where} AND {col} IS NOT NULL) c"
+        if parent_ok is None:
+            body, missing = f"SELECT c.file_row_number AS r, c.{col} AS v FROM {src}", " (missing)"
+        else:
+            parent = f"read_parquet({_lit(str(self.ws.path(ref.parent)))}) p"
+            body = (f"SELECT c.file_row_number AS r, c.{col} AS v FROM {src} ANTI JOIN {parent} "
+                    f"ON c.{col} = p.{_ident(ref.parent_column)}")
+            missing = ""
+        try:
+            bad = self.con.execute(f"SELECT r, v, count(*) OVER () FROM ({body}) ORDER BY r "
+                               f"LIMIT {MAX_EXAMPLES}").fetchall()
+        except duckdb.Error as e:
+            self.add(ref.child, f"unreadable Parquet ({_short(e)})")
+            return
+        if bad:
+            self.add(ref.child, f"{bad[0][2]} {ref.what} not in {ref.parent.relpath}{missing}, "
+                                f"{_rows([b[0] for b in bad], [b[1] for b in bad])}", ref.column)
+
+
+def validate_workspace(ws: Workspace, tables: Sequence[str | TableSchema] | None = None) -> None:
+    """Check ``tables`` of ``ws`` against the contract; raise :class:`OmniError` listing all problems.
+
+    ``tables=None`` checks the raw inputs: engagements and at least one of pins/products are
+    required, boards and board_pins are checked when present, and every engagement or board
+    save must reference an existing pin, product or board. With ``tables`` (names such as
+    ``"engagements"``, ``"captions"`` or :class:`TableSchema` objects) exactly those tables are
+    required, and references are checked among them.
+    """
+    check = _Checker(ws)
+    if tables is None:
+        targets = [t for t in RAW_TABLES if ws.has(t) or t.name in contract.REQUIRED_RAW]
+        if not ws.has(PINS) and not ws.has(PRODUCTS):
+            check.problems.append(f"{PINS.relpath}, {PRODUCTS.relpath}: both missing; "
+                                  "a workspace needs at least one of them")
+        full = True
+    else:
+        targets, full = _resolve(tables), False
+    for t in targets:
+        check.table(t)
+    names = {t.name for t in targets}
+    for ref in _REFERENCES:
+        if ref.child.name in names and (full or ref.parent.name in names):
+            check.reference(ref)
+    if check.problems:
+        n = len(check.problems)
+        raise OmniError(f"{ws.root}: {n} problem{'s' if n > 1 else ''}:\n" + "\n".join(check.problems))
+
+
+def read_table(ws: Workspace, schema: TableSchema) -> pl.LazyFrame:
+    """A table as a lazy frame with exactly the contract's columns and types.
+
+    Absent optional columns are filled with nulls; castable types are cast (large strings,
+    Arrays, other datetime units; time zones are converted to naive UTC). Call
+    :func:`validate_workspace` first for the full checks; this reader only refuses a missing
+    file or a missing required column.
+    """
+    path = ws.path(schema)
+    if not path.exists():
+        raise OmniError(f"{schema.relpath}: missing")
+    lf = pl.scan_parquet(path)
+    present = lf.collect_schema()
+    exprs = []
+    for c in schema.columns:
+        if c.name in present:
+            exprs.append(_cast(c.name, present[c.name], c.dtype).alias(c.name))
+        elif c.nullable:
+            exprs.append(pl.lit(None, dtype=c.dtype).alias(c.name))
+        else:
+            raise OmniError(f"{schema.relpath}: column {c.name}: missing (required)")
+    return lf.select(exprs)
+
+
+def row_counts(ws: Workspace, tables: Sequence[TableSchema] = RAW_TABLES) -> dict[str, int]:
+    """Rows per present table, from the Parquet footers (no data is read)."""
+    return {t.name: pq.read_metadata(ws.path(t)).num_rows for t in tables if ws.has(t)}
