@@ -234,9 +234,12 @@ class _Checker:
                             f"{_rows([b[0] for b in bad], [b[1] for b in bad])}", col)
 
     def _list_lengths(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
-        """Embedding columns must have one length, or a model cannot stack them."""
+        """Embedding columns must have one length, or a model cannot stack them.
+
+        Only ``*embedding`` columns: other float lists (engaged-query ``scores``) vary by design.
+        """
         for c in t.columns:
-            if c.name not in ok or not isinstance(c.dtype, pl.List) or not c.dtype.inner.is_float():
+            if c.name not in ok or not c.name.endswith("embedding") or not isinstance(c.dtype, pl.List):
                 continue
             col, src = _ident(c.name), _scan(self.ws, t)
             lengths = self.con.execute(f"SELECT len({col}) AS l, count(*) AS n FROM {src} WHERE {col} IS NOT NULL "
