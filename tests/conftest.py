@@ -14,6 +14,8 @@ import pytest
 # No test may reach the network: transformers/hub lookups must fail fast, not download.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Spinning OpenMP waits make torch 5-40x slower when the cores are shared (CI, busy laptops).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.sample_data.generate import generate_world
