@@ -101,9 +101,48 @@ ENGAGEMENTS = TableSchema(
     ),
 )
 RAW_TABLES = (PINS, PRODUCTS, BOARDS, BOARD_PINS, ENGAGEMENTS)
+#: Graded labels of an imported relevance set (``omni import relevance``), both splits: the
+#: positives (``label >= --positive-min``) also became engagements; the grades feed nDCG.
+RELEVANCE_LABELS = TableSchema(
+    "relevance_labels",
+    "raw/relevance_labels.parquet",
+    (
+        Column("query", Str),
+        Column("product_id", Str),
+        Column("label", pl.Float64()),
+        Column("split", Str),  # train or test
+        Column("positive", pl.Boolean()),
+    ),
+    key=("query", "product_id"),
+)
+
 #: A workspace needs engagements and at least one of pins/products; boards are optional
 #: (a products-only catalogue has none) but board_pins needs boards and pins.
 REQUIRED_RAW = ("engagements",)
+
+# ---------------------------------------------------------------- generator ground truth
+# What the synthetic world generator knows (WS/truth/); for measuring, never read by training.
+# ``image_words``: the topic/concept/colour/shape words drawn in the entity's image.
+TRUTH_PINS = TableSchema(
+    "truth_pins",
+    "truth/pins.parquet",
+    (Column("pin_id", Str), Column("topic", Str), Column("concept", Str),
+     Column("image_words", StrList), Column("image_description", Str)),
+    key=("pin_id",),
+)
+TRUTH_PRODUCTS = TableSchema(
+    "truth_products",
+    "truth/products.parquet",
+    (Column("product_id", Str), Column("topic", Str), Column("concept", Str),
+     Column("image_words", StrList), Column("image_description", Str)),
+    key=("product_id",),
+)
+TRUTH_QUERIES = TableSchema(
+    "truth_queries",
+    "truth/queries.parquet",
+    (Column("query", Str), Column("topic", Str), Column("concept", Str), Column("lang", Str)),
+    key=("query",),
+)
 
 # ---------------------------------------------------------------- enrich outputs
 CAPTIONS = TableSchema(
@@ -140,6 +179,22 @@ ENGAGED_QUERIES = TableSchema(
         Column("scores", pl.List(pl.Float64())),
     ),
     key=("entity_type", "entity_id"),
+)
+#: The counts engaged_queries is ranked from, kept so an incremental run (``--previous``)
+#: slides the window and merges new logs exactly. Per day, so whole days leave the window;
+#: the Parquet key-value metadata records the [window_start, cutoff) dates it covers.
+ENGAGED_QUERY_COUNTS = TableSchema(
+    "engaged_query_counts",
+    "enrich/engaged_query_counts.parquet",
+    (
+        Column("entity_type", Str),
+        Column("entity_id", Str),
+        Column("query", Str),  # normalised
+        Column("action", Str),
+        Column("day", pl.Date()),
+        Column("n", pl.Int64()),
+    ),
+    key=("entity_type", "entity_id", "query", "action", "day"),
 )
 
 # ---------------------------------------------------------------- features outputs
@@ -191,12 +246,22 @@ class Workspace:
         return self.root / "raw"
 
     @property
+    def relevance_meta(self) -> Path:
+        """How a relevance set was imported (dataset, positive threshold, label range, embedder)."""
+        return self.root / "raw" / "relevance.json"
+
+    @property
     def images(self) -> Path:
         return self.root / "raw" / "images"
 
     @property
     def enrich(self) -> Path:
         return self.root / "enrich"
+
+    @property
+    def captions_work(self) -> Path:
+        """Resumable captioning state: result shards + manifest (``omni enrich captions``)."""
+        return self.root / "enrich" / ".captions_work"
 
     @property
     def features(self) -> Path:

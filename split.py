@@ -57,7 +57,7 @@ class TimeSplit:
         path = ws.path(ENGAGEMENTS)
         if not path.exists():
             raise OmniError(f"{path}: missing (needed to place the time split)")
-        last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchone()[0]
+        last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchall()[0][0]
         if last is None:
             raise OmniError(f"{path}: no engagements, cannot place the time split")
         return cls.from_test_end(last + timedelta(microseconds=1), cfg)
