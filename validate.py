@@ -148,7 +148,8 @@ class _Checker:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.problems: list[str] = []
-        self.con = duckdb.connect(config={"enable_progress_bar": False})
+        self.con = duckdb.connect()
+        self.con.execute("SET enable_progress_bar = false")
         #: Per readable table: its Polars schema; columns of a wrong type are left out.
         self.usable: dict[str, dict[str, pl.DataType]] = {}
 

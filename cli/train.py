@@ -1,0 +1,90 @@
+"""``omni train`` and ``omni export``: the multi-task trainer and its export."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.trainer.config import TASKS, ModelConfig, TrainConfig
+
+_D, _M = TrainConfig(), ModelConfig()
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def train_cmd(
+    workspace_dir: WorkspaceOpt = None,
+    tasks: Annotated[str, typer.Option(
+        help=f"'all' (every task with data) or a comma-separated list of {', '.join(TASKS)}.")] = "all",
+    name: Annotated[str, typer.Option(help="Run name: the run is written to WS/runs/NAME/.")] = "main",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = _D.steps,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step over all tasks (per process).")] = _D.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (after warmup; cosine decay after).")] = _D.lr,
+    optimizer: Annotated[str, typer.Option(help="adamw, or lamb as in the paper.")] = _D.optimizer,
+    resume: Annotated[bool, typer.Option(
+        help="Continue run NAME from its newest checkpoint with its saved config (other options ignored).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run NAME and train it afresh.")] = False,
+    query_encoder: Annotated[str, typer.Option(
+        help="'ngram' (hash bag over the feature tokenizers) or a local Hugging Face model directory.")]
+    = _M.query_encoder,
+    pooling: Annotated[str, typer.Option(help="Transformer query tower pooling: cls or mean.")] = _M.pooling,
+    fields: Annotated[str | None, typer.Option(
+        help="Comma-separated text fields the entity tower reads (ablations); default: all.",
+        show_default=False)] = None,
+    legacy: Annotated[bool, typer.Option(
+        help="Feed legacy pin/product embeddings to the entity tower (--no-legacy ablates them).")] = _M.use_legacy,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and dropout.")] = _D.seed,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = _D.checkpoint_every,
+    threads: Annotated[int, typer.Option(
+        help="Torch threads when training on CPU (0: torch's default). More threads help on an idle machine "
+             "and slow steps down many-fold when other processes share the cores.")] = _D.cpu_threads or 0,
+) -> None:
+    """Train the query and entity towers jointly on every task (WS/runs/NAME/).
+
+    Reads features/ (run `omni features build` first), raw engagements of the training window
+    and legacy embeddings. Writes config.json, metrics.jsonl, checkpoints/ and summary.json.
+    Ctrl-C saves a checkpoint; --resume continues from it.
+    """
+    from omnisearchsage.trainer.loop import read_summary, train
+
+    model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy,
+                    entity_fields=_names(fields) if fields else _M.entity_fields)
+    cfg = replace(_D, tasks=_names(tasks), steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                  seed=seed, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
+    run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
+    summary = read_summary(run)
+    table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "
+                        f"{summary['seconds']:.0f} s")
+    for col in ("task", "training pairs", "final loss"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, pairs in summary["pairs"].items():
+        table.add_row(task, f"{pairs:,}", f"{summary['final_loss'][task]:.3f}")
+    table.add_row("total", "", f"{summary['final_loss']['total']:.3f}")
+    Console().print(table)
+    typer.echo(f"count-min sketches: {summary['sketch_mib']} MiB (not checkpointed)")
+    typer.echo(f"wrote {run}")
+
+
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="Run name under WS/runs/.")],
+    workspace_dir: WorkspaceOpt = None,
+) -> None:
+    """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
+
+    Loadable with omnisearchsage.trainer.export.load_query_encoder / load_embeddings.
+    """
+    import json
+
+    from omnisearchsage.trainer.export import MANIFEST, export_run
+
+    out = export_run(workspace(workspace_dir), run)
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
+               f"embeddings of {', '.join(manifest['entity_types'])}")
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,276 @@
+"""The trainer end to end on the tiny world: data, learning, resume, export, CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from omnisearchsage.cli.app import app
+from omnisearchsage.contract import ENGAGED_QUERIES, PRODUCTS, Workspace
+from omnisearchsage.enrich.boards import build_board_titles
+from omnisearchsage.enrich.config import BoardsConfig, QueriesConfig
+from omnisearchsage.enrich.queries import build_engaged_queries
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.build import build_features
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
+from omnisearchsage.trainer.data import TokenBags, TrainingData, load_training_data
+from omnisearchsage.trainer.encoders import ModelSpec, TwoTowerModel
+from omnisearchsage.trainer.export import export_run, load_embeddings, load_entity_encoder, load_query_encoder
+from omnisearchsage.trainer.loop import Objective, load_checkpoint, task_prefixes, train
+from omnisearchsage.trainer.loss import MultiTaskLoss
+from omnisearchsage.validate import read_table
+
+runner = CliRunner()
+
+# Small towers and sketches: the tests check behaviour, not quality.
+SMALL = TrainConfig(
+    steps=20, batch_size=48, warmup_steps=5, log_every=1, checkpoint_every=10, lr=5e-3,
+    model=ModelConfig(dim=256, token_dim=16, hash_rows=2048, entity_hidden=(32,), query_hidden=(32,)),
+    loss=LossConfig(sketch_width=4096, matryoshka_dims=(8, 256), matryoshka_weights=(0.1, 1.0)),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These towers are tiny: on a shared 2-core machine, fanning each op out to two threads costs
+    more than it buys (the threads spin waiting for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The tiny world with board titles, engaged queries and features (no captions)."""
+    root = tmp_path_factory.mktemp("trainer_ws") / "ws"
+    shutil.copytree(tiny_ws.root, root)
+    w = Workspace(root)
+    build_board_titles(w, BoardsConfig())
+    build_engaged_queries(w, QueriesConfig())
+    build_features(w)
+    return w
+
+
+@pytest.fixture(scope="module")
+def trained(ws: Workspace) -> Path:
+    """A 20-step run on every task, exported."""
+    train(ws, SMALL, "small")
+    export_run(ws, "small")
+    return ws.run_dir("small")
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _data(ws: Workspace, cfg: TrainConfig = SMALL) -> TrainingData:
+    return load_training_data(ws, cfg, Featurizer.load(ws.features))
+
+
+def test_token_bags_gather_matches_python_lists():
+    fields = [pl.Series([[1, 2], [], [3]], dtype=pl.List(pl.Int32)), None,
+              pl.Series([[7], [8, 9, 10], None], dtype=pl.List(pl.Int32))]
+    bags = TokenBags.from_lists([f.to_arrow() if f is not None else None for f in fields], 3)
+    ids, offsets = bags.gather(np.array([2, 0, 2]))
+    # Row-major: row 2's three fields, row 0's, row 2's again.
+    expected = [[3], [], [], [1, 2], [], [7], [3], [], []]
+    got = np.split(ids, offsets[1:])
+    assert [g.tolist() for g in got] == expected
+
+
+def test_every_task_has_pairs_capped_and_deterministic_batches(ws: Workspace):
+    data = _data(ws)
+    assert set(data.tasks) == {"query-pin", "query-product", "query-query", "compat-pin", "compat-product"}
+    pin = data.tasks["query-pin"]
+    assert np.bincount(pin.cand_rows).max() <= SMALL.max_pairs_per_pin
+    # Shares 8:4:4:4:2 of 48 pairs, rounded.
+    assert [t.batch_size for t in data.tasks.values()] == [17, 9, 9, 9, 4]
+    a, b = data.sample(7), data.sample(7)
+    assert all(np.array_equal(a[t].pos_rows, b[t].pos_rows) and np.array_equal(a[t].neg_rows, b[t].neg_rows)
+               for t in a)
+    # One epoch of query-pin visits every pair exactly once.
+    steps = -(-pin.pairs // pin.batch_size)
+    seen = np.concatenate([data.sample(s)["query-pin"].pos_rows for s in range(steps)])[: pin.pairs]
+    seen_pairs = np.concatenate([data.sample(s)["query-pin"].query_rows for s in range(steps)])[: pin.pairs]
+    assert len(set(zip(seen_pairs.tolist(), seen.tolist()))) == len(set(zip(pin.query_rows.tolist(),
+                                                                            pin.cand_rows.tolist())))
+
+
+def test_task_selection(ws: Workspace):
+    no_products = replace(SMALL, product_actions=("teleport",))
+    assert "query-product" not in _data(ws, no_products).tasks  # --tasks all: skipped, not an error
+    with pytest.raises(OmniError, match="task query-product has no training data"):
+        _data(ws, replace(no_products, tasks=("query-pin", "query-product")))
+    assert set(_data(ws, replace(SMALL, tasks=("query-query",))).tasks) == {"query-query"}
+    with pytest.raises(OmniError, match="unknown task"):
+        replace(SMALL, tasks=("query-board",)).validate()
+
+
+def test_gradients_reach_both_towers_and_the_temperatures(ws: Workspace):
+    data = _data(ws)
+    objective = _objective(ws, SMALL, data).train()
+    model = objective.model
+    loss, _ = objective(data.batch(data.sample(0)))
+    loss.backward()
+    no_grad = [n for n, p in objective.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    # The caption field is empty in this world (no captioner ran): its weight alone gets no gradient.
+    fw = model.entity.field_weights.grad
+    assert (fw[[data.fields.index(f) for f in ("title", "board_titles", "engaged_queries", "brand")]] != 0).all()
+    assert fw[data.fields.index("caption")] == 0
+
+
+def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | None = None) -> Objective:
+    """The run's model and loss at its newest checkpoint (``run``) or at initialisation."""
+    torch.manual_seed(cfg.seed)
+    model = TwoTowerModel(cfg.model, ModelSpec(data.num_ids, data.fields, data.dense_layout))
+    objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares))
+    if run is not None:
+        load_checkpoint(run, objective)
+    return objective.eval()
+
+
+def test_short_run_lowers_the_loss_and_writes_the_run(ws: Workspace, trained: Path):
+    # The logged loss drifts as the logQ sketches fill, so compare the initial and the trained
+    # model on the same unseen step, each with fresh sketches.
+    data = _data(ws)
+    batch = data.batch(data.sample(1000))
+    with torch.no_grad():
+        before = _objective(ws, SMALL, data)(batch)[0].item()
+        after = _objective(ws, SMALL, data, trained)(batch)[0].item()
+    assert after < 0.8 * before
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["steps"] == 20 and set(summary["final_loss"]) >= {"query-pin", "compat-product", "total"}
+    assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step-0000010", "step-0000020"]
+    last = _metrics(trained)[-1]
+    assert {"query-pin/in_batch@8", "query-pin/random@256", "compat-pin/in_batch@256", "query-query/scale"} <= set(last)
+
+
+def test_resume_after_interrupt_reproduces_the_loss_trajectory(ws: Workspace, trained: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    original = TrainingData.sample
+
+    def interrupt(self, step, rank=0, world=1):
+        if step == 13:
+            raise KeyboardInterrupt
+        return original(self, step, rank, world)
+
+    monkeypatch.setattr(TrainingData, "sample", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(ws, SMALL, "resumed")
+    run = ws.run_dir("resumed")
+    assert (run / "checkpoints" / "step-0000013").is_dir()  # saved on Ctrl-C
+    monkeypatch.setattr(TrainingData, "sample", original)
+    train(ws, SMALL, "resumed", resume=True)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in rows]
+
+    assert strip(_metrics(run)) == strip(_metrics(trained))  # every step, every component, exactly
+    with pytest.raises(OmniError, match="exists; continue it with --resume"):
+        train(ws, SMALL, "resumed")
+
+
+def test_non_finite_loss_stops_with_the_step(ws: Workspace, monkeypatch: pytest.MonkeyPatch):
+    original = MultiTaskLoss.forward
+
+    def diverge(self, batches):
+        total, logs = original(self, batches)
+        return total * float("nan"), logs
+
+    monkeypatch.setattr(MultiTaskLoss, "forward", diverge)
+    with pytest.raises(OmniError, match="training loss became nan at step 1"):
+        train(ws, replace(SMALL, steps=3), "diverged")
+    assert not (ws.run_dir("diverged") / "checkpoints").exists()
+
+
+def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained: Path):
+    data = _data(ws)
+    model = _objective(ws, SMALL, data, trained).model
+    export = ws.export_dir("small")
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["dim"] == 256 and manifest["legacy_dim"] == 256
+    assert manifest["entity_types"] == ["pin", "product", "query"]
+
+    rows = np.arange(40)
+    queries = data.catalogues["query"]
+    with torch.no_grad():
+        trained_q = model.query(**data.query_inputs(rows, None)).numpy()
+        trained_e = model.entity(**data.entity_inputs([("product", rows)])).numpy()
+    encoder = load_query_encoder(export)
+    assert encoder.version == manifest["model_version"] and encoder.dim == 256
+    assert np.abs(encoder.encode(queries.keys.gather(rows).to_list()) - trained_q).max() < 1e-5
+    ids, emb = load_embeddings(export, "product")
+    assert ids[:40] == data.catalogues["product"].keys.gather(rows).to_list()
+    assert np.abs(emb[:40] - trained_e).max() < 1e-5
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+    # The entity encoder from raw text: the fields the features table was built from.
+    raw = read_table(ws, PRODUCTS).collect().head(40)
+    engaged = (pl.read_parquet(ws.path(ENGAGED_QUERIES)).filter(pl.col("entity_type") == "product")
+               .select(product_id="entity_id", engaged_queries="queries"))
+    raw = raw.join(engaged, on="product_id", how="left", maintain_order="left")
+    fields = {f: raw.get_column(f).to_list() for f in ("title", "description", "brand", "engaged_queries")}
+    legacy = np.stack([np.full(256, np.nan, np.float32) if v is None else np.asarray(v, np.float32)
+                       for v in raw.get_column("legacy_embedding").to_list()])
+    from_text = load_entity_encoder(export).encode("product", fields, legacy)
+    assert np.abs(from_text - trained_e).max() < 1e-5
+
+
+def _tiny_bert(ws: Workspace, out: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = (pl.read_parquet(ws.path(ENGAGED_QUERIES)).get_column("queries").explode().str.split(" ").explode()
+             .unique().sort().to_list())
+    out.mkdir(parents=True)
+    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[:500]]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_export_reproduces_training_time_embeddings_tiny_bert(ws: Workspace, tmp_path: Path):
+    bert = _tiny_bert(ws, tmp_path / "bert")
+    cfg = replace(SMALL, steps=3, tasks=("query-pin", "query-query"),
+                  model=replace(SMALL.model, query_encoder=str(bert), pooling="mean"))
+    train(ws, cfg, "bert")
+    export = export_run(ws, "bert")
+    data = _data(ws, cfg)
+    model = _objective(ws, cfg, data, ws.run_dir("bert")).model
+    texts = data.catalogues["query"].keys.head(30).to_list()
+    with torch.no_grad():
+        trained_q = model.query(**model.query.tokenize(texts)).numpy()
+    encoder = load_query_encoder(export)
+    assert np.abs(encoder.encode(texts) - trained_q).max() < 1e-5
+    assert (export / "query_encoder" / "hf" / "config.json").exists()
+    assert not list(export.rglob("*.bin")) and not list(export.rglob("*.pt")) and not list(export.rglob("*.pkl"))
+
+
+def test_cli_train_and_export(ws: Workspace):
+    args = ["train", "-w", str(ws.root), "--tasks", "query-pin,query-product", "--steps", "2",
+            "--batch-size", "24", "--name", "cli", "--no-legacy"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "query-product" in result.output and "wrote" in result.output
+    assert json.loads((ws.run_dir("cli") / "config.json").read_text())["spec"]["dense_layout"] == {}
+    result = runner.invoke(app, ["export", "cli", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert "embeddings of pin, product, query" in result.output
+    again = runner.invoke(app, args)
+    assert isinstance(again.exception, OmniError) and "--resume" in str(again.exception)
+    fresh = runner.invoke(app, [*args, "--overwrite", "--tasks", "query-pin"])
+    assert fresh.exit_code == 0, fresh.output
+    assert not (ws.export_dir("cli")).exists()  # the old run went, export included
+    assert list(json.loads((ws.run_dir("cli") / "config.json").read_text())["tasks"]) == ["query-pin"]

@@ -1,0 +1,179 @@
+"""Every size and knob of the trainer, in three plain dataclasses.
+
+``ModelConfig`` shapes the two towers, ``LossConfig`` the per-task sampled softmax, and
+``TrainConfig`` (which holds the other two) the data, the task mix and the optimisation.
+The defaults train the *small* sample world well in a few minutes on two CPU cores; the
+paper's production values are given beside each one where they differ.
+
+A run's config is written to ``runs/NAME/config.json`` and read back by ``--resume``
+and by the export, so every field must survive a JSON round trip (:meth:`TrainConfig.to_json`,
+:meth:`TrainConfig.from_json`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from omnisearchsage.contract import PIN_FIELDS, PRODUCT_FIELDS
+from omnisearchsage.errors import OmniError
+from omnisearchsage.split import SplitConfig
+
+#: Every task the trainer knows: the query tower against pins, products, related queries,
+#: and against the frozen legacy pin / product embeddings (compatibility).
+TASKS = ("query-pin", "query-product", "query-query", "compat-pin", "compat-product")
+#: One tower serves pins and products, so it reads the union of their text fields.
+ENTITY_FIELDS = tuple(dict.fromkeys(PIN_FIELDS + PRODUCT_FIELDS))
+
+
+@dataclass
+class ModelConfig:
+    """Shapes of the entity tower and the query tower."""
+
+    #: Output dimension of both towers (paper: 256).
+    dim: int = 256
+    #: Width of a token vector in the hash table (paper: 256; 128 halves the memory traffic
+    #: of the bag, which dominates a CPU step).
+    token_dim: int = 128
+    #: Rows of the hash table every token probes (paper: 100,000 for a 1.3M-id vocabulary; the small
+    #: world's vocabularies hold ~21k tokens, and a CPU step's cost grows with the table).
+    hash_rows: int = 32_768
+    #: Hash functions per token (Svenstrup et al.; paper: 2).
+    hash_probes: int = 2
+    #: Hidden widths of the entity tower's MLP (paper: 1024, 1024).
+    entity_hidden: tuple[int, ...] = (512,)
+    #: Hidden widths of the n-gram query tower's MLP.
+    query_hidden: tuple[int, ...] = (512,)
+    #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
+    entity_fields: tuple[str, ...] = ENTITY_FIELDS
+    #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
+    use_legacy: bool = True
+    #: "ngram" (hash bag + MLP over the feature tokenizers) or a Hugging Face model directory.
+    query_encoder: str = "ngram"
+    #: How a transformer query tower pools its tokens: "cls" (paper) or "mean".
+    pooling: str = "cls"
+    #: Tokens a transformer query tower reads (paper: 64).
+    max_query_tokens: int = 64
+    #: Seed of the hash functions: part of the model, saved with it.
+    hash_seed: int = 1924031
+
+
+@dataclass
+class LossConfig:
+    """The per-task sampled softmax with logQ correction (see ``loss.py``)."""
+
+    #: Random negatives drawn from the catalogue per pair (paper: 4).
+    num_negatives: int = 4
+    #: Count-min sketch width and depth for the logQ frequency estimates (paper: 2**26 x 2,
+    #: 1 GiB per sketch; here 4 MiB, four per task). The sketches are rebuilt on resume, never
+    #: checkpointed.
+    sketch_width: int = 2**18
+    sketch_depth: int = 2
+    #: The learned logit scale (= 1 / temperature) starts here and is clamped below max_scale
+    #: (paper: 1/0.07 and 100, as in CLIP).
+    init_scale: float = 1 / 0.07
+    max_scale: float = 100.0
+    #: Matryoshka prefixes trained beside the full embedding, and their loss weights
+    #: (the paper's code: 0.05 for each short prefix, 1.0 for the full dimension).
+    matryoshka_dims: tuple[int, ...] = (32, 64, 128, 256)
+    matryoshka_weights: tuple[float, ...] = (0.05, 0.05, 0.05, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """One training run: which tasks, which data, how long, how fast."""
+
+    #: Tasks to train, or ("all",): every task with data in the workspace.
+    tasks: tuple[str, ...] = ("all",)
+    #: Share of each step's pairs per task (paper: pin 8 : product 4 : query 2, and the compat tasks
+    #: score the pin / product batches too). On the small world, 4 : 2 for compat and 4 for query-query
+    #: instead of 1 : 1 and 2 lift their Recall@10 (compat-pin 0.12 -> 0.22, query-query 0.21 -> 0.23)
+    #: and leave query-pin as it was, for 14% more time per step.
+    task_shares: dict[str, float] = field(default_factory=lambda: {
+        "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 2})
+    #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 256 of them query-pin.
+    batch_size: int = 704
+    #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after ~400 steps (1.3
+    #: epochs of its pairs): 0.28 after 200 steps, 0.35 after 400 and after 600.
+    steps: int = 600
+    #: "adamw", or "lamb" as in the paper.
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    #: The cosine decays the learning rate to this fraction of ``lr``.
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    checkpoint_every: int = 200
+    #: Checkpoints kept on disk (the newest ones).
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    #: Engagement actions that make a training pair, per candidate kind.
+    pin_actions: tuple[str, ...] = ("save", "long_click")
+    product_actions: tuple[str, ...] = ("click", "add_to_cart", "checkout")
+    query_actions: tuple[str, ...] = ("click",)
+    #: At most this many distinct queries per entity, the most engaged first (paper: 50 / 200).
+    max_pairs_per_pin: int = 50
+    max_pairs_per_product: int = 200
+    max_pairs_per_query: int = 50
+    #: Torch intra-op threads while training on CPU (None: leave torch's setting). A step is thousands
+    #: of small ops: on an idle 2-core machine a second thread saves 18% (197 vs 239 ms per step), but
+    #: with any other process running, threads spin-waiting for each other make steps 12x slower
+    #: (2.9 s). One thread also gives the same floating-point sums, hence the same run, everywhere.
+    cpu_threads: int | None = 1
+    #: Rows per forward pass when the export embeds the whole catalogue.
+    export_batch_size: int = 2048
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def validate(self) -> None:
+        """Raise OmniError for values no run could use, before any data is read."""
+        unknown = [t for t in self.tasks if t != "all" and t not in TASKS]
+        if unknown:
+            raise OmniError(f"unknown task(s) {', '.join(unknown)}; choose from all, {', '.join(TASKS)}")
+        bad_fields = [f for f in self.model.entity_fields if f not in ENTITY_FIELDS]
+        if bad_fields or not self.model.entity_fields:
+            raise OmniError(f"entity_fields {list(self.model.entity_fields)}: choose a non-empty subset of "
+                            f"{', '.join(ENTITY_FIELDS)}")
+        loss = self.loss
+        if len(loss.matryoshka_dims) != len(loss.matryoshka_weights):
+            raise OmniError("loss.matryoshka_dims and loss.matryoshka_weights differ in length")
+        if any(d > self.model.dim or d < 1 for d in loss.matryoshka_dims) or self.model.dim not in loss.matryoshka_dims:
+            raise OmniError(f"matryoshka_dims {list(loss.matryoshka_dims)} must lie in [1, {self.model.dim}] "
+                            f"and include the output dimension {self.model.dim}")
+        if self.optimizer not in ("adamw", "lamb"):
+            raise OmniError(f"optimizer {self.optimizer!r}: choose adamw or lamb")
+        if self.model.pooling not in ("cls", "mean"):
+            raise OmniError(f"pooling {self.model.pooling!r}: choose cls or mean")
+        if self.steps < 1 or self.batch_size < 1:
+            raise OmniError("steps and batch_size must be at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_json`; unknown keys are an error (a config from another version)."""
+        return config_from_json(cls, data)
+
+
+def config_from_json(cls: type, data: dict[str, Any]) -> Any:
+    """A config dataclass from its JSON form (nested configs and tuples rebuilt)."""
+    # JSON turns tuples into lists and nested dataclasses into dicts: rebuild both.
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise OmniError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _NESTED:
+            kwargs[name] = config_from_json(_NESTED[name], value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "split": SplitConfig}

@@ -1,0 +1,465 @@
+"""Training data: catalogues of token bags, (query, entity) pairs per task, and step batches.
+
+What a step sees is a pure function of ``(seed, step, rank)``: each task walks a fresh
+permutation of its pairs every epoch and draws random negatives from a generator seeded by the
+step. So a resumed run, or a sketch replay, sees exactly the batches the original run saw,
+without saving any sampler state.
+
+Layout of token ids. A features table holds one ``list[int32]`` per text field. A
+:class:`TokenBags` keeps them as one CSR array, bag ``field * rows + row``, and gathers any set of
+rows into ``nn.EmbeddingBag`` input (flat ids + offsets) with a few NumPy index operations, no
+Python loop over rows.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from omnisearchsage.contract import (
+    ENGAGEMENTS,
+    FEATURE_PINS,
+    FEATURE_PRODUCTS,
+    PINS,
+    PRODUCTS,
+    TableSchema,
+    Workspace,
+)
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.features.text import normalize_expr
+from omnisearchsage.split import TimeSplit
+from omnisearchsage.trainer.config import TASKS, TrainConfig
+from omnisearchsage.validate import read_table
+
+log = logging.getLogger(__name__)
+
+#: Which catalogue each task's candidates come from, and whether they are frozen legacy vectors.
+TASK_CANDIDATES: dict[str, tuple[str, bool]] = {
+    "query-pin": ("pin", False),
+    "query-product": ("product", False),
+    "query-query": ("query", False),
+    "compat-pin": ("pin", True),
+    "compat-product": ("product", True),
+}
+_ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
+    "pin": (FEATURE_PINS, PINS),
+    "product": (FEATURE_PRODUCTS, PRODUCTS),
+}
+
+
+# ---------------------------------------------------------------------------- token bags
+@dataclass
+class TokenBags:
+    """Token-id bags of one table: bag ``field * rows + row`` is ``values[bounds[b]:bounds[b + 1]]``."""
+
+    values: np.ndarray  # int32 [total ids]
+    bounds: np.ndarray  # int64 [fields * rows + 1]
+    rows: int
+    fields: int
+
+    @classmethod
+    def from_lists(cls, columns: Sequence[pa.Array | None], rows: int) -> TokenBags:
+        """From Arrow ``list<int>`` columns (one per field; ``None``: a field this table lacks)."""
+        lengths, values = [], []
+        for col in columns:
+            if col is None:
+                lengths.append(np.zeros(rows, dtype=np.int64))
+                continue
+            lengths.append(pc.list_value_length(col).fill_null(0).to_numpy().astype(np.int64))
+            values.append(pc.list_flatten(col).to_numpy().astype(np.int32))
+        bounds = np.zeros(rows * len(columns) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(lengths), out=bounds[1:])
+        flat = np.concatenate(values) if values else np.zeros(0, dtype=np.int32)
+        return cls(flat, bounds, rows, len(columns))
+
+    @classmethod
+    def from_offsets(cls, ids: np.ndarray, offsets: np.ndarray) -> TokenBags:
+        """One field from EmbeddingBag layout (what ``Featurizer.encode`` returns)."""
+        bounds = np.append(offsets, ids.size).astype(np.int64)
+        return cls(ids.astype(np.int32), bounds, len(offsets), 1)
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """EmbeddingBag input for ``rows``: bags in row-major order (row 0's fields, row 1's, ...)."""
+        bags = (rows[:, None] + self.rows * np.arange(self.fields)[None, :]).ravel()
+        starts, sizes = self.bounds[bags], self.bounds[bags + 1] - self.bounds[bags]
+        offsets = np.zeros(len(bags), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=offsets[1:])
+        # Position k of the output reads values[start of its bag + its rank within the bag].
+        take = np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum()))
+        return self.values[take].astype(np.int64), offsets
+
+    @property
+    def max_id(self) -> int:
+        return int(self.values.max()) if self.values.size else -1
+
+
+# ---------------------------------------------------------------------------- catalogues
+@dataclass
+class Catalogue:
+    """The rows one kind of candidate is drawn from: keys, token bags, legacy embeddings."""
+
+    kind: str  # pin, product or query
+    keys: pl.Series  # pin_id / product_id / normalised query text, one per row
+    bags: TokenBags
+    legacy: np.ndarray | None = None  # float32 [rows, legacy_dim], zeros where missing
+    has_legacy: np.ndarray | None = None  # bool [rows]
+
+    def __len__(self) -> int:
+        return self.bags.rows
+
+    @property
+    def legacy_dim(self) -> int:
+        return 0 if self.legacy is None else self.legacy.shape[1]
+
+
+def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Catalogue | None:
+    """Pins or products from ``features/<kind>s.parquet`` (None if the workspace has none) with
+    their legacy embeddings from the raw table."""
+    feature_table, raw_table = _ENTITY_TABLES[kind]
+    path = ws.path(feature_table)
+    if not path.exists():
+        return None
+    key = feature_table.columns[0].name
+    present = set(pl.read_parquet_schema(path))
+    if key not in present:
+        raise OmniError(f"{path}: column {key!r} missing; rebuild with `omni features build`")
+    wanted = [f for f in fields if f in present]
+    frame = pl.read_parquet(path, columns=[key, *wanted])
+    if frame.height == 0:  # a products-only catalogue has an empty pins table, and vice versa
+        return None
+    bags = TokenBags.from_lists([frame.get_column(f).to_arrow() if f in wanted else None for f in fields],
+                                frame.height)
+    legacy, has = _legacy(ws, raw_table, frame.select(key))
+    return Catalogue(kind, frame.get_column(key), bags, legacy, has)
+
+
+def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Legacy embeddings aligned to ``keys`` (zeros + False where missing); None if there are none."""
+    if not ws.has(table):
+        return None, None
+    key = table.columns[0].name
+    raw = (read_table(ws, table).select(key, "legacy_embedding")
+           .filter(pl.col("legacy_embedding").is_not_null()).collect())
+    if raw.height == 0:
+        return None, None
+    lengths = raw.get_column("legacy_embedding").list.len()
+    dim = int(lengths[0])
+    if (lengths != dim).any():
+        bad = raw.filter(lengths != dim).get_column(key).head(3).to_list()
+        raise OmniError(f"{ws.path(table)}: column legacy_embedding has lengths other than {dim} "
+                        f"(rows {', '.join(bad)})")
+    aligned = keys.join(raw, on=key, how="left", maintain_order="left").get_column("legacy_embedding")
+    has = aligned.is_not_null().to_numpy()
+    dense = np.zeros((keys.height, dim), dtype=np.float32)
+    dense[has] = aligned.filter(aligned.is_not_null()).list.to_array(dim).to_numpy()
+    return dense, has
+
+
+def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:
+    """Queries keyed by normalised text, encoded with the same ``Featurizer.encode`` that serving uses."""
+    ids, offsets = featurizer.encode_series(texts)
+    return Catalogue("query", texts, TokenBags.from_offsets(ids, offsets))
+
+
+# ---------------------------------------------------------------------------- pairs
+def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions: Sequence[str],
+                     cap: int) -> pl.DataFrame:
+    """Distinct (normalised query, entity) pairs of the training window with their event counts;
+    each entity keeps its ``cap`` most engaged queries (ties: alphabetical), as the paper caps
+    pairs per pin (50) and per product (200). Sorted, so row order is deterministic."""
+    events = (
+        read_table(ws, ENGAGEMENTS)
+        .filter((pl.col("entity_type") == entity_type) & pl.col("action").is_in(list(actions))
+                & (pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end))
+        .select(query=normalize_expr(pl.col("query")), entity_id=pl.col("entity_id"))
+    )
+    if entity_type == "query":  # a related query is text too; a query is not its own relative
+        events = events.with_columns(entity_id=normalize_expr(pl.col("entity_id")))
+        events = events.filter(pl.col("query") != pl.col("entity_id"))
+    return (
+        events.filter(pl.col("query") != "")
+        .group_by("query", "entity_id").agg(events=pl.len())
+        .sort(["entity_id", "events", "query"], descending=[False, True, False])
+        .filter(pl.int_range(pl.len()).over("entity_id") < cap)
+        .sort("entity_id", "query")
+        .collect()
+    )
+
+
+# ---------------------------------------------------------------------------- tasks
+@dataclass
+class Task:
+    """One task's training pairs (as catalogue rows) and where its candidates come from."""
+
+    name: str
+    candidate: str  # the candidate catalogue: pin, product or query
+    frozen: bool  # compat task: candidates are frozen legacy embeddings
+    query_rows: np.ndarray  # int64 [pairs]
+    cand_rows: np.ndarray  # int64 [pairs]
+    negative_pool: np.ndarray  # int64: catalogue rows random negatives are drawn from
+    batch_size: int = 0
+
+    @property
+    def pairs(self) -> int:
+        return len(self.query_rows)
+
+
+@dataclass
+class TaskSample:
+    """Catalogue rows one task uses in one step on one process."""
+
+    query_rows: np.ndarray
+    pos_rows: np.ndarray
+    neg_rows: np.ndarray
+
+
+@dataclass
+class TrainingData:
+    """Everything the loop samples from: catalogues, tasks, the id space, the dense layout."""
+
+    catalogues: dict[str, Catalogue]
+    tasks: dict[str, Task]
+    num_ids: int
+    fields: tuple[str, ...]
+    #: Where each kind's legacy embedding (and its presence flag) sits in the entity tower's
+    #: dense input: ``{kind: (offset, dim)}``; empty when legacy embeddings are not used.
+    dense_layout: dict[str, tuple[int, int]] = field(default_factory=dict)
+    seed: int = 0
+    num_negatives: int = 4
+
+    def summary(self) -> dict[str, int]:
+        return {name: t.pairs for name, t in self.tasks.items()}
+
+    # -------------------------------------------------------------- sampling
+    def sample(self, step: int, rank: int = 0, world: int = 1) -> dict[str, TaskSample]:
+        """The rows every task uses at ``step`` on process ``rank`` of ``world`` (deterministic)."""
+        out = {}
+        for i, task in enumerate(self.tasks.values()):
+            idx = _epoch_positions(task.pairs, task.batch_size, step * world + rank, (self.seed, i))
+            rng = np.random.default_rng((self.seed, i, step, rank, 1))
+            neg = task.negative_pool[rng.integers(0, len(task.negative_pool), task.batch_size * self.num_negatives)]
+            out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg)
+        return out
+
+    def batch(self, samples: dict[str, TaskSample],
+              tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]] | None = None) -> StepBatch:
+        """Tower inputs for one step's samples (``tokenize``: a transformer query tower's tokenizer).
+
+        Each tower runs once per step. The query tower reads every task's queries, then the
+        candidate queries of query-query; the entity tower reads the positives and negatives of
+        every pin and product task, task after task. ``StepBatch.tasks`` says which rows are whose.
+        """
+        queries: list[np.ndarray] = [s.query_rows for s in samples.values()]
+        entities: list[tuple[str, np.ndarray]] = []
+        legacy: dict[str, torch.Tensor] = {}
+        layout: dict[str, TaskRows] = {}
+        q0, q_cand, e0 = 0, sum(len(q) for q in queries), 0
+        for name, s in samples.items():
+            task, b = self.tasks[name], len(s.pos_rows)
+            cands = np.concatenate([s.pos_rows, s.neg_rows])
+            if task.frozen:
+                legacy[name] = torch.from_numpy(self.catalogues[task.candidate].legacy[cands])
+                source, start = "legacy", 0
+            elif task.candidate == "query":
+                queries.append(cands)
+                source, start, q_cand = "query", q_cand, q_cand + len(cands)
+            else:
+                entities.append((task.candidate, cands))
+                source, start, e0 = "entity", e0, e0 + len(cands)
+            layout[name] = TaskRows(source, slice(q0, q0 + b), slice(start, start + b),
+                                    slice(start + b, start + len(cands)), torch.from_numpy(s.query_rows),
+                                    torch.from_numpy(s.pos_rows), torch.from_numpy(s.neg_rows))
+            q0 += b
+        return StepBatch(
+            query_inputs=self.query_inputs(np.concatenate(queries), tokenize),
+            entity_inputs=self.entity_inputs(entities) if entities else None,
+            legacy=legacy,
+            tasks=layout,
+        )
+
+    def query_inputs(self, rows: np.ndarray,
+                     tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
+        queries = self.catalogues["query"]
+        if tokenize is not None:
+            return tokenize(queries.keys.gather(rows).to_list())
+        ids, offsets = queries.bags.gather(rows)
+        return {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+
+    def entity_inputs(self, parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        return entity_inputs(self.catalogues, self.dense_layout, parts)
+
+
+@dataclass
+class TaskRows:
+    """Where one task's embeddings sit in a step's tower outputs, and their catalogue ids."""
+
+    source: str  # "entity", "query" (query tower) or "legacy" (StepBatch.legacy[task])
+    query: slice  # rows of the query-tower output
+    pos: slice  # rows of the source
+    neg: slice
+    query_ids: torch.Tensor
+    pos_ids: torch.Tensor
+    neg_ids: torch.Tensor
+
+
+@dataclass
+class StepBatch:
+    """One step's tower inputs and, per task, where its pairs and negatives are."""
+
+    query_inputs: dict[str, torch.Tensor]
+    entity_inputs: dict[str, torch.Tensor] | None
+    legacy: dict[str, torch.Tensor]
+    tasks: dict[str, TaskRows]
+
+    @property
+    def pairs(self) -> int:
+        return sum(r.query.stop - r.query.start for r in self.tasks.values())
+
+    def to(self, device: torch.device) -> StepBatch:
+        def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
+        tasks = {k: TaskRows(r.source, r.query, r.pos, r.neg, r.query_ids.to(device), r.pos_ids.to(device),
+                             r.neg_ids.to(device)) for k, r in self.tasks.items()}
+        return StepBatch(move(self.query_inputs), move(self.entity_inputs) if self.entity_inputs else None,
+                         move(self.legacy), tasks)
+
+
+def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int, int]],
+                  parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
+
+    ``dense`` holds each row's legacy embedding in its kind's slot of ``layout`` followed by a
+    presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding).
+    """
+    width = sum(dim + 1 for _, dim in layout.values())
+    ids, offsets, dense, done = [], [], [], 0
+    for kind, rows in parts:
+        cat = catalogues[kind]
+        i, o = cat.bags.gather(rows)
+        d = np.zeros((len(rows), width), dtype=np.float32)
+        if kind in layout and cat.legacy is not None:
+            offset, dim = layout[kind]
+            d[:, offset : offset + dim] = cat.legacy[rows]
+            d[:, offset + dim] = cat.has_legacy[rows]
+        ids.append(i)
+        offsets.append(o + done)
+        dense.append(d)
+        done += i.size
+    return {"ids": torch.from_numpy(np.concatenate(ids)), "offsets": torch.from_numpy(np.concatenate(offsets)),
+            "dense": torch.from_numpy(np.concatenate(dense))}
+
+
+def _epoch_positions(n: int, batch: int, slot: int, seed: tuple[int, int]) -> np.ndarray:
+    """Pair indices of batch number ``slot``: the pairs are walked in a fresh permutation per epoch."""
+    pos = slot * batch + np.arange(batch)
+    epoch, within = np.divmod(pos, n)
+    out = np.empty(batch, dtype=np.int64)
+    for e in np.unique(epoch):  # one or two epochs per batch (more only when batch > pairs)
+        mask = epoch == e
+        out[mask] = _permutation(n, (*seed, int(e)))[within[mask]]
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _permutation(n: int, seed: tuple[int, ...]) -> np.ndarray:
+    # Cached: consecutive steps (and a resume's sketch replay) walk the same epoch's permutation.
+    return np.random.default_rng(seed).permutation(n)
+
+
+# ---------------------------------------------------------------------------- loading
+def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) -> TrainingData:
+    """Catalogues and per-task pairs for ``cfg.tasks``; raises OmniError for a named task without data."""
+    split = TimeSplit.for_workspace(ws, cfg.split)
+    fields = tuple(cfg.model.entity_fields)
+    entities = {k: c for k in ("pin", "product") if (c := load_entity_catalogue(ws, k, fields)) is not None}
+    for cat in entities.values():
+        if cat.bags.max_id >= featurizer.num_ids:
+            raise OmniError(f"{ws.path(_ENTITY_TABLES[cat.kind][0])}: token id {cat.bags.max_id} >= num_ids "
+                            f"{featurizer.num_ids} of features/manifest.json; rebuild with `omni features build`")
+
+    actions = {"pin": cfg.pin_actions, "product": cfg.product_actions, "query": cfg.query_actions}
+    caps = {"pin": cfg.max_pairs_per_pin, "product": cfg.max_pairs_per_product, "query": cfg.max_pairs_per_query}
+    raw_pairs = {kind: engagement_pairs(ws, split, kind, actions[kind], caps[kind])
+                 for kind in ("pin", "product", "query") if kind == "query" or kind in entities}
+    # The query catalogue: every query of a training pair, and every related query.
+    texts = pl.concat([p.get_column("query") for p in raw_pairs.values()]
+                      + ([raw_pairs["query"].get_column("entity_id")] if "query" in raw_pairs else []))
+    queries = query_catalogue(texts.unique(maintain_order=False).sort(), featurizer)
+    catalogues = {**entities, "query": queries}
+
+    wanted = TASKS if "all" in cfg.tasks else tuple(dict.fromkeys(cfg.tasks))
+    tasks: dict[str, Task] = {}
+    reasons: dict[str, str] = {}
+    for name in wanted:
+        kind, frozen = TASK_CANDIDATES[name]
+        task, reason = _build_task(name, kind, frozen, raw_pairs.get(kind), catalogues, cfg)
+        if task is None:
+            reasons[name] = reason
+        else:
+            tasks[name] = task
+    if "all" not in cfg.tasks and reasons:
+        name, reason = next(iter(reasons.items()))
+        raise OmniError(f"task {name} has no training data: {reason}")
+    if not tasks:
+        raise OmniError("no task has training data: " + "; ".join(f"{t}: {r}" for t, r in reasons.items()))
+    for name, reason in reasons.items():
+        log.info("task %s skipped: %s", name, reason)
+
+    shares = {t: cfg.task_shares.get(t, 1.0) for t in tasks}
+    total = sum(shares.values())
+    for name, task in tasks.items():
+        task.batch_size = max(1, round(cfg.batch_size * shares[name] / total))
+
+    layout: dict[str, tuple[int, int]] = {}
+    if cfg.model.use_legacy:
+        offset = 0
+        for kind, cat in entities.items():
+            if cat.legacy is not None:
+                layout[kind] = (offset, cat.legacy_dim)
+                offset += cat.legacy_dim + 1
+    return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives)
+
+
+def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
+                catalogues: dict[str, Catalogue], cfg: TrainConfig) -> tuple[Task | None, str]:
+    """A task from its engagement pairs, or (None, why not)."""
+    actions = {"pin": cfg.pin_actions, "product": cfg.product_actions, "query": cfg.query_actions}[kind]
+    cand = catalogues.get(kind)
+    if cand is None:
+        return None, f"the workspace has no features/{kind}s.parquet"
+    if pairs is None or pairs.height == 0:
+        return None, (f"engagements.parquet has no entity_type={kind!r} rows with action in "
+                      f"{list(actions)} in the training window")
+    keyed = (pairs.join(_row_index(catalogues["query"].keys, "query"), on="query", how="inner")
+             .join(_row_index(cand.keys, "entity_id"), on="entity_id", how="inner", suffix="_cand")
+             .sort("row_cand", "row"))
+    dropped = pairs.height - keyed.height
+    if dropped:
+        log.info("task %s: %d pairs dropped (entity not in the features tables)", name, dropped)
+    query_rows = keyed.get_column("row").to_numpy().astype(np.int64)
+    cand_rows = keyed.get_column("row_cand").to_numpy().astype(np.int64)
+    pool = np.arange(len(cand), dtype=np.int64)
+    if frozen:
+        if cand.legacy is None:
+            return None, f"raw/{kind}s.parquet has no legacy_embedding values"
+        if cand.legacy_dim > cfg.model.dim:
+            return None, f"legacy embeddings have {cand.legacy_dim} dims, more than the model's {cfg.model.dim}"
+        keep = cand.has_legacy[cand_rows]
+        query_rows, cand_rows = query_rows[keep], cand_rows[keep]
+        pool = np.flatnonzero(cand.has_legacy).astype(np.int64)
+    if len(query_rows) == 0:
+        return None, f"no engaged {kind} is in the features tables" + (" with a legacy embedding" if frozen else "")
+    return Task(name, kind, frozen, query_rows, cand_rows, pool), ""
+
+
+def _row_index(keys: pl.Series, name: str) -> pl.DataFrame:
+    return pl.DataFrame({name: keys, "row": np.arange(len(keys), dtype=np.int64)})

@@ -1,0 +1,357 @@
+"""The training loop, ``train(ws, cfg, name) -> run dir``, readable top to bottom.
+
+    data      = load_training_data(ws, cfg)          catalogues + (query, entity) pairs per task
+    model     = TwoTowerModel(cfg.model, spec)        query tower + entity tower
+    criterion = MultiTaskLoss(cfg.loss, ...)          one sampled softmax per task
+    for step in range(start, cfg.steps):
+        batch = data.batch(data.sample(step))         a pure function of (seed, step, rank)
+        loss  = objective(batch)                      towers -> per-task pairs -> weighted losses
+        backward; clip; lr = warmup + cosine; optimizer step
+        every log_every steps: metrics.jsonl          every checkpoint_every steps: a checkpoint
+
+Devices come from accelerate: the same code runs on a CPU, one GPU (bf16 autocast), or many
+GPUs under ``accelerate launch`` (DDP; every task's positives and negatives are gathered from
+all processes, so each query is scored against the global batch).
+
+A run lives in ``runs/NAME/``: ``config.json`` (the config and what the data decided: id space,
+fields, dense layout, tasks), ``metrics.jsonl`` (one line per log step, every loss component),
+``checkpoints/step-NNNNNNN/`` (weights, optimizer state, step; safetensors + JSON) and, once
+finished, ``summary.json``. ``resume=True`` continues from the newest checkpoint and reproduces
+the uninterrupted run exactly on CPU: batches and dropout masks are functions of (seed, step),
+and the count-min sketches are rebuilt by replaying the sampler.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from omnisearchsage.atomic import atomic_path, write_json
+from omnisearchsage.contract import ENGAGEMENTS, FEATURE_PINS, FEATURE_PRODUCTS, PINS, PRODUCTS, Workspace
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.progress import progress_bar
+from omnisearchsage.split import TimeSplit
+from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
+from omnisearchsage.trainer.encoders import ModelSpec, TwoTowerModel
+from omnisearchsage.trainer.lamb import Lamb
+from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
+from omnisearchsage.validate import validate_workspace
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+class Objective(nn.Module):
+    """Towers and loss as one module, so DDP synchronises the gradients of both (the loss owns the
+    learned temperatures)."""
+
+    def __init__(self, model: TwoTowerModel, criterion: MultiTaskLoss) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        queries = self.model.query(**batch.query_inputs)
+        entities = self.model.entity(**batch.entity_inputs) if batch.entity_inputs is not None else None
+        pairs = {}
+        for name, rows in batch.tasks.items():
+            source = {"query": queries, "entity": entities}.get(rows.source)
+            if source is None:
+                source = batch.legacy[name]
+            pos, neg = source[rows.pos], source[rows.neg]
+            pairs[name] = PairBatch(queries[rows.query], pos, rows.query_ids, rows.pos_ids,
+                                    gather(pos), gather(rows.query_ids), gather(rows.pos_ids),
+                                    gather(neg), gather(rows.neg_ids))
+        return self.criterion(pairs)
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """``x`` from every process, concatenated in rank order; gradients flow back to each process's
+    own rows. The identity with one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    if x.is_floating_point():
+        return torch.cat(dist_fn.all_gather(x))
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``cfg.lr``, then a cosine down to ``min_lr_ratio * lr`` at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(ws: Workspace, cfg: TrainConfig, name: str, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train the towers on every task in ``cfg.tasks`` with data; returns ``runs/NAME``.
+
+    With ``resume`` the run's saved config is used and training continues from its newest
+    checkpoint; with ``overwrite`` an existing run of that name is deleted first. Raises OmniError
+    for bad options, missing inputs, a task named without data, an existing run without either
+    flag, or a non-finite loss (with the step it happened at).
+    """
+    run = ws.run_dir(name)
+    cfg = _run_config(run, cfg, resume, overwrite)
+    with cpu_threads(None if torch.cuda.is_available() else cfg.cpu_threads):
+        return _train(ws, cfg, name, run, resume, overwrite)
+
+
+def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, overwrite: bool) -> Path:
+    """The loop itself (see the module docstring), under the thread setting :func:`train` chose."""
+    gpu = torch.cuda.is_available()
+    # cpu=True on a CPU-only machine also makes `torchrun --nproc_per_node N` run N CPU processes (gloo).
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if overwrite and not resume and accelerator.is_main_process:
+        shutil.rmtree(run, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+    # ---- data: catalogues of token bags, pairs per task, the time split
+    validate_workspace(ws, [t for t in (ENGAGEMENTS, PINS, PRODUCTS, FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
+    featurizer = Featurizer.load(ws.features)
+    data = load_training_data(ws, cfg, featurizer)
+    spec = ModelSpec(featurizer.num_ids, data.fields, data.dense_layout)
+
+    # ---- model, loss, optimizer
+    torch.manual_seed(cfg.seed)
+    model = TwoTowerModel(cfg.model, spec)
+    criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares)
+    objective = Objective(model, criterion)
+    optimizer = make_optimizer(objective, cfg)
+    log.debug("%s", objective)
+
+    start = 0
+    if resume:
+        start = load_checkpoint(run, objective, optimizer)
+        replay_sketches(criterion, data, start, world)
+    elif accelerator.is_main_process:
+        write_json(run_config(ws, cfg, spec, data), run / CONFIG)
+        (run / METRICS).unlink(missing_ok=True)
+    _truncate_metrics(run / METRICS, start)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    tokenize = getattr(model.query, "tokenize", None)
+
+    # ---- the loop
+    done, started, seen, sums, count = start, time.perf_counter(), 0, {}, 0
+    with progress_bar(cfg.steps, f"train {name}", "step") as bar:
+        bar.advance(start)
+        try:
+            for step in range(start, cfg.steps):
+                torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
+                batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
+                lr = lr_at(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+                with accelerator.autocast():
+                    loss, parts = objective(batch)
+                if not torch.isfinite(loss):
+                    raise OmniError(f"training loss became {loss.item()} at step {step + 1}; nothing of this "
+                                    f"step was saved. Lower --lr (now {cfg.lr:g}) or resume from the last checkpoint")
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+                done, seen, count = step + 1, seen + batch.pairs * world, count + 1
+                for key, value in {"loss": loss.detach(), **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    rate = seen / (time.perf_counter() - started)
+                    means = accelerator.reduce(torch.stack(list(sums.values())) / count, "mean")  # over processes
+                    record = {"step": done, "lr": lr, "pairs_per_s": round(rate, 1),
+                              **{k: round(float(v), 5) for k, v in zip(sums, means)}}
+                    sums, count = {}, 0
+                    if accelerator.is_main_process:
+                        with (run / METRICS).open("a", encoding="utf-8") as f:
+                            f.write(json.dumps(record) + "\n")
+                    bar.advance(0, status=f"loss {record['loss']:.3f} · {rate:,.0f} pairs/s")
+                bar.advance(1)
+                if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
+        except KeyboardInterrupt:
+            save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
+            log.warning("interrupted after step %d; checkpoint saved, continue with --resume", done)
+            raise
+    save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
+
+    if accelerator.is_main_process:
+        write_json(_summary(run, name, data, criterion, time.perf_counter() - started, seen), run / SUMMARY)
+    accelerator.wait_for_everyone()
+    return run
+
+
+# ---------------------------------------------------------------------------- pieces of the loop
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads (``None``: unchanged), then restore the caller's setting."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def task_prefixes(cfg: TrainConfig, data: TrainingData) -> dict[str, dict[int, float]]:
+    """Matryoshka ``{dim: weight}`` per task; a compat task scores the legacy-width prefix only."""
+    full = dict(zip(cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights))
+    return {name: ({data.catalogues[t.candidate].legacy_dim: 1.0} if t.frozen else full)
+            for name, t in data.tasks.items()}
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (fused) or LAMB; matrices decay, vectors and scalars (norms, biases, temperatures) do not."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    if cfg.optimizer == "lamb":
+        return Lamb(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
+
+
+def replay_sketches(criterion: MultiTaskLoss, data: TrainingData, steps: int, world: int) -> None:
+    """Rebuild every task's count-min sketches by re-drawing the ids of steps ``[0, steps)``."""
+    device = next(criterion.parameters()).device
+    for step in range(steps):
+        per_rank = [data.sample(step, r, world) for r in range(world)]
+        for name, loss in criterion.tasks.items():
+            ids = {f: torch.from_numpy(np.concatenate([getattr(s[name], f) for s in per_rank])).to(device)
+                   for f in ("query_rows", "pos_rows", "neg_rows")}
+            loss.observe(ids["query_rows"], ids["pos_rows"], ids["neg_rows"])
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence((seed, step)).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------- run files
+def run_config(ws: Workspace, cfg: TrainConfig, spec: ModelSpec, data: TrainingData) -> dict[str, Any]:
+    """``runs/NAME/config.json``: enough to rebuild the model without the training data."""
+    return {
+        "config": cfg.to_json(),
+        "spec": spec.to_json(),
+        "tasks": {name: {"candidate": t.candidate, "frozen": t.frozen, "pairs": t.pairs, "batch_size": t.batch_size}
+                  for name, t in data.tasks.items()},
+        "legacy_dims": {k: c.legacy_dim for k, c in data.catalogues.items() if c.legacy is not None},
+        "split": TimeSplit.for_workspace(ws, cfg.split).to_json(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_run_config(run: Path) -> dict[str, Any]:
+    path = run / CONFIG
+    if not path.exists():
+        raise OmniError(f"{path}: missing; train the run first with `omni train --name {run.name}`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainConfig:
+    if resume:
+        saved = TrainConfig.from_json(read_run_config(run)["config"])
+        saved.validate()
+        return saved
+    cfg.validate()
+    if (run / CONFIG).exists() and not overwrite:
+        raise OmniError(f"{run}: a run named {run.name!r} exists; continue it with --resume, replace it with "
+                        "--overwrite, or choose another --name")
+    return cfg
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step`` (logged after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if json.loads(ln)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+
+
+def _summary(run: Path, name: str, data: TrainingData, criterion: MultiTaskLoss, seconds: float,
+             pairs: int) -> dict[str, Any]:
+    last = {}
+    if (run / METRICS).exists():
+        lines = (run / METRICS).read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+    return {
+        "run": name,
+        "steps": last.get("step"),
+        "pairs": data.summary(),
+        "final_loss": {t: last.get(f"{t}/loss") for t in data.tasks} | {"total": last.get("loss")},
+        "seconds": round(seconds, 1),
+        "pairs_per_s": round(pairs / max(seconds, 1e-9), 1),
+        "sketch_mib": round(criterion.sketch_bytes / 2**20, 1),
+    }
+
+
+def read_summary(run: Path) -> dict[str, Any]:
+    return json.loads((run / SUMMARY).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def checkpoints(run: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first."""
+    return sorted((run / CHECKPOINTS).glob("step-*"))
+
+
+def save_checkpoint(run: Path, accelerator: Accelerator, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, keep: int) -> Path:
+    """``checkpoints/step-NNNNNNN/``: weights (model.safetensors), optimizer moments
+    (optimizer.safetensors) and state.json; written atomically, older ones pruned to ``keep``."""
+    path = run / CHECKPOINTS / f"step-{step:07d}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = optimizer.state_dict()
+        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
+        with atomic_path(path) as tmp:
+            tmp.mkdir(parents=True)
+            save_model(accelerator.unwrap_model(objective), str(tmp / "model.safetensors"))
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}),
+                                            encoding="utf-8")
+        for old in checkpoints(run)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load_checkpoint(run: Path, objective: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Load the newest checkpoint into ``objective`` (and ``optimizer``); returns its step."""
+    found = checkpoints(run)
+    if not found:
+        raise OmniError(f"{run / CHECKPOINTS}: no checkpoint to resume from; train the run first")
+    path = found[-1]
+    load_model(objective, str(path / "model.safetensors"))
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    if optimizer is not None:
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(str(path / "optimizer.safetensors")).items():
+            index, name = key.split(".", 1)
+            per_param.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    return int(state["step"])
