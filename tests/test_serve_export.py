@@ -1,0 +1,65 @@
+"""The service over a real export: the tiny world, features, a 2-step run with a tiny model, export.
+
+The model's quality is irrelevant here; what matters is that the service loads the
+export through the trainer's loaders and serves exactly what the export computed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from omnisearchsage.contract import Workspace
+from omnisearchsage.features.build import build_features
+from omnisearchsage.features.config import FeatureConfig
+from omnisearchsage.retrieval.index import ExactIndex
+from omnisearchsage.retrieval.serve_config import ServeConfig
+from omnisearchsage.retrieval.service import create_app
+from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
+from omnisearchsage.trainer.export import export_run, load_embeddings
+from omnisearchsage.trainer.loop import train
+
+TINY_MODEL = TrainConfig(
+    steps=2,
+    batch_size=64,
+    checkpoint_every=2,
+    warmup_steps=1,
+    model=ModelConfig(dim=32, token_dim=16, hash_rows=1024, entity_hidden=(32,), query_hidden=(32,)),
+    loss=LossConfig(sketch_width=1024, matryoshka_dims=(32,), matryoshka_weights=(1.0,)),
+)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve_export") / "ws"
+    shutil.copytree(tiny_ws.root, root)
+    ws = Workspace(root)
+    build_features(ws, FeatureConfig())
+    train(ws, TINY_MODEL, "serve")
+    return export_run(ws, "serve")
+
+
+def test_embed_returns_exactly_the_exported_query_embeddings(export_dir: Path) -> None:
+    client = TestClient(create_app(export_dir, ServeConfig()))
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    health = client.get("/healthz").json()
+    assert health["model_version"] == manifest["model_version"] and health["dim"] == 32
+    ids, emb = load_embeddings(export_dir, "query")
+    body = client.post("/embed", json={"queries": ids[:8]}).json()
+    assert body["model_version"] == manifest["model_version"]
+    np.testing.assert_allclose(np.asarray(body["embeddings"]), emb[:8], atol=1e-5)
+
+
+def test_search_ranks_the_exported_entities_like_exact_search(export_dir: Path) -> None:
+    client = TestClient(create_app(export_dir, ServeConfig()))
+    query = load_embeddings(export_dir, "query")[0][0]
+    qvec = np.asarray(client.post("/embed", json={"queries": [query]}).json()["embeddings"], dtype=np.float32)
+    pin_ids, pins = load_embeddings(export_dir, "pin")
+    expected = ExactIndex(pins.copy()).search(qvec, 5).indices[0]
+    hits = client.post("/search", json={"query": query, "k": 5, "entity_types": ["pin"]}).json()["hits"]
+    assert [h["id"] for h in hits] == [pin_ids[i] for i in expected]
