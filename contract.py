@@ -123,20 +123,18 @@ REQUIRED_RAW = ("engagements",)
 # ---------------------------------------------------------------- generator ground truth
 # What the synthetic world generator knows (WS/truth/); for measuring, never read by training.
 # ``image_words``: the topic/concept/colour/shape words drawn in the entity's image.
-TRUTH_PINS = TableSchema(
-    "truth_pins",
-    "truth/pins.parquet",
-    (Column("pin_id", Str), Column("topic", Str), Column("concept", Str),
-     Column("image_words", StrList), Column("image_description", Str)),
-    key=("pin_id",),
-)
-TRUTH_PRODUCTS = TableSchema(
-    "truth_products",
-    "truth/products.parquet",
-    (Column("product_id", Str), Column("topic", Str), Column("concept", Str),
-     Column("image_words", StrList), Column("image_description", Str)),
-    key=("product_id",),
-)
+def _truth_table(kind: str, id_col: str) -> TableSchema:
+    return TableSchema(
+        f"truth_{kind}",
+        f"truth/{kind}.parquet",
+        (Column(id_col, Str), Column("topic", Str), Column("concept", Str),
+         Column("image_words", StrList), Column("image_description", Str)),
+        key=(id_col,),
+    )
+
+
+TRUTH_PINS = _truth_table("pins", "pin_id")
+TRUTH_PRODUCTS = _truth_table("products", "product_id")
 TRUTH_QUERIES = TableSchema(
     "truth_queries",
     "truth/queries.parquet",
