@@ -8,7 +8,12 @@ stderr and exit code 2; anything else is one line too, with the traceback behind
 from __future__ import annotations
 
 import logging
+import os
 import sys
+
+# OpenMP threads that spin while waiting make torch many times slower on a busy (or small,
+# shared) machine; passive waiting costs little elsewhere. Users can still override it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Annotated
 
 import typer
@@ -54,12 +59,38 @@ def _root(
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
+    # Third-party chatter (faiss's CPU-feature probing, HF weight-loading bars) is not ours to show.
+    for noisy in ("faiss", "faiss.loader", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.DEBUG)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def _register() -> None:
-    """Attach each stage's commands (one module per stage under cli/)."""
-    # Stage command modules register themselves here as they land.
+    """Attach each stage's commands (one module per stage under cli/), in pipeline order.
 
+    Imported here rather than at the top so the stage modules can import ``app``'s
+    helpers without a cycle.
+    """
+    from omnisearchsage.cli.enrich import enrich_app
+    from omnisearchsage.cli.eval import eval_cmd, import_app, report_cmd
+    from omnisearchsage.cli.features import features_app
+    from omnisearchsage.cli.pipeline import pipeline
+    from omnisearchsage.cli.sample import sample, validate
+    from omnisearchsage.cli.serve import serve
+    from omnisearchsage.cli.train import export_cmd, train_cmd
+
+    app.command("pipeline")(pipeline)
+    app.command("sample")(sample)
+    app.command("validate")(validate)
+    app.add_typer(import_app, name="import")
+    app.add_typer(enrich_app, name="enrich")
+    app.add_typer(features_app, name="features")
+    app.command("train")(train_cmd)
+    app.command("export")(export_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("report")(report_cmd)
+    app.command("serve")(serve)
 
 _register()
 
@@ -76,7 +107,7 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
+    except Exception as e:
         if _state["debug"]:
             raise
         err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",

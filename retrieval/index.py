@@ -3,7 +3,9 @@
 Embeddings are L2-normalised, so inner product is cosine similarity. Search runs
 in query chunks (``chunk_size`` rows at a time) so memory stays at
 ``chunk_size × n_entities`` scores however many queries there are; ``torch.topk``
-does the selection. Used by evaluation and by the service.
+does the selection and :func:`stable_topk` makes its ties deterministic (lower index
+first), which evaluation relies on for reproducible rankings. Used by evaluation and by
+the service.
 """
 from __future__ import annotations
 
@@ -19,6 +21,33 @@ class SearchResult:
 
     scores: np.ndarray
     indices: np.ndarray
+
+
+def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` per row, sorted by score descending and, among equal scores, index ascending.
+
+    ``torch.topk`` gives no order among ties and may cut a run of ties at the k-th place
+    arbitrarily. Rows where a tie straddles the cut (more than ``k`` scores >= the k-th)
+    are re-selected with a stable full sort; that is rare for embeddings and common for
+    sparse scorers (many BM25 zeros), so only those rows pay for the sort. Within the
+    top-k, equal scores are then reordered by index.
+    """
+    k = min(k, scores.shape[1])
+    values, indices = torch.topk(scores, k, dim=1, sorted=True)
+    if k == 0:
+        return values, indices
+    straddle = (scores >= values[:, -1:]).sum(dim=1) > k
+    if straddle.any():
+        rows = straddle.nonzero().squeeze(1)
+        order = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        indices[rows] = order
+        values[rows] = torch.gather(scores[rows], 1, order)
+    # Sort each row by (score desc, index asc): first by index, then stably by score.
+    by_index = torch.sort(indices, dim=1).indices
+    indices = torch.gather(indices, 1, by_index)
+    values = torch.gather(values, 1, by_index)
+    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return torch.gather(values, 1, by_score), torch.gather(indices, 1, by_score)
 
 
 class ExactIndex:
@@ -46,7 +75,7 @@ class ExactIndex:
         with torch.inference_mode():
             for start in range(0, q.shape[0], self.chunk_size):
                 s = q[start : start + self.chunk_size] @ self.matrix.T
-                top = torch.topk(s, k, dim=1, sorted=True)
-                scores[start : start + len(s)] = top.values.numpy()
-                indices[start : start + len(s)] = top.indices.numpy()
+                values, top = stable_topk(s, k)
+                scores[start : start + len(s)] = values.numpy()
+                indices[start : start + len(s)] = top.numpy()
         return SearchResult(scores, indices)

@@ -1,0 +1,1 @@
+"""importers: turn external data sets into workspaces (``omni import ...``)."""

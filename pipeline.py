@@ -1,0 +1,90 @@
+"""The main job: every stage, in order, on one workspace (``omni pipeline``).
+
+sample → validate → enrich (boards, engaged queries, fine-tune captioner, captions)
+→ features → train (all tasks) → export → eval → report.
+
+Each stage is the same library call its own command makes, so a failed stage can
+be re-run alone with its command and the pipeline resumed with ``--skip-existing``
+(stages whose outputs exist are skipped).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnisearchsage.contract import BOARD_TITLES, CAPTIONS, ENGAGED_QUERIES, ENGAGEMENTS, Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineConfig:
+    """Knobs of the main job; the stage configs keep their own defaults."""
+
+    size: str = "small"
+    seed: int = 0
+    run_name: str = "main"
+    train_steps: int | None = None  # None: the trainer's default
+    finetune_seconds: float | None = None  # None: the fine-tuner's default budget
+    ablations: bool = False
+    skip_existing: bool = True
+
+
+@dataclass
+class StageResult:
+    name: str
+    skipped: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def run_pipeline(
+    root: Path, cfg: PipelineConfig, on_stage: Callable[[StageResult], None] | None = None
+) -> list[StageResult]:
+    """Run every stage on the workspace at ``root`` (generated first if it has no raw data)."""
+    # Imports are local so `omni --help` stays fast (torch, transformers).
+    from omnisearchsage.enrich.boards import build_board_titles
+    from omnisearchsage.enrich.captions import caption_workspace
+    from omnisearchsage.enrich.config import BoardsConfig, CaptionConfig, FinetuneConfig, QueriesConfig
+    from omnisearchsage.enrich.finetune import finetune_captioner
+    from omnisearchsage.enrich.queries import build_engaged_queries
+    from omnisearchsage.features.build import build_features
+    from omnisearchsage.features.config import FeatureConfig
+    from omnisearchsage.retrieval.config import EvalConfig
+    from omnisearchsage.retrieval.evaluate import evaluate_run
+    from omnisearchsage.retrieval.report import write_report
+    from omnisearchsage.sample_data.generate import generate_world
+    from omnisearchsage.trainer.config import TrainConfig
+    from omnisearchsage.trainer.export import export_run
+    from omnisearchsage.trainer.loop import train
+    from omnisearchsage.validate import validate_workspace
+
+    ws = Workspace(root)
+    results: list[StageResult] = []
+
+    def stage(name: str, done: bool, fn: Callable[[], Any]) -> None:
+        skip = cfg.skip_existing and done
+        stats = {} if skip else (fn() or {})
+        res = StageResult(name, skip, stats if isinstance(stats, dict) else {"output": str(stats)})
+        results.append(res)
+        if on_stage:
+            on_stage(res)
+
+    stage("sample", ws.has(ENGAGEMENTS), lambda: asdict(generate_world(root, cfg.size, cfg.seed)))
+    stage("validate", False, lambda: validate_workspace(ws))
+    stage("enrich boards", ws.has(BOARD_TITLES), lambda: build_board_titles(ws, BoardsConfig()))
+    stage("enrich queries", ws.has(ENGAGED_QUERIES), lambda: build_engaged_queries(ws, QueriesConfig()))
+    ft = FinetuneConfig() if cfg.finetune_seconds is None else FinetuneConfig(time_budget_s=cfg.finetune_seconds)
+    stage("finetune captioner", ws.model_dir("captioner").exists(), lambda: finetune_captioner(ws, ft))
+    stage("enrich captions", ws.has(CAPTIONS),
+          lambda: caption_workspace(ws, CaptionConfig(model=str(ws.model_dir("captioner")))))
+    stage("features", ws.features_manifest.exists(), lambda: build_features(ws, FeatureConfig()))
+    tcfg = TrainConfig() if cfg.train_steps is None else TrainConfig(steps=cfg.train_steps)
+    stage("train", (ws.run_dir(cfg.run_name) / "summary.json").exists(), lambda: train(ws, tcfg, cfg.run_name))
+    stage("export", (ws.export_dir(cfg.run_name) / "manifest.json").exists(), lambda: export_run(ws, cfg.run_name))
+    stage("eval", False, lambda: evaluate_run(ws, cfg.run_name, EvalConfig(ablations=cfg.ablations)))
+    stage("report", False, lambda: write_report(ws, cfg.run_name))
+    return results
+

@@ -1,0 +1,243 @@
+"""``omni eval --ablations``: the paper's Tables 3-6 re-run on the workspace.
+
+Each table compares model variants that differ in one thing: entity text fields
+(Tables 3 and 4), training tasks (Tables 5 and 6). Every variant is trained from the
+run's own config with one budget (:class:`~omnisearchsage.retrieval.config.AblationConfig`;
+by default the run's own, and the run itself is the unified reference; with a shorter
+budget the unified reference is retrained with it too), exported and evaluated on the
+same held-out pairs with the paper's protocol (Recall@10 against the random index), so
+differences come from the ablated thing and not from training length.
+
+=========  =========================================================================
+Table 3    pins with no title and no description: without vs with captions
+Table 4    continuous features only → + title, description, captions → + board
+           titles → + engaged queries
+Table 5    one single-task model per task vs the unified model
+Table 6    compatibility (query prefix vs frozen legacy embeddings): trained jointly
+           with the unified model vs a query encoder trained only on the compat tasks
+=========  =========================================================================
+
+Variant runs are ``runs/<run>--abl-<variant>``; an existing export is reused unless
+``AblationConfig.retrain``. The paper's "relevance" column (human-judged pairs) is our
+``relevance`` set, the ground-truth-relevant test pairs (see ``evaluate.relevance_pairs``);
+on data without ground truth it stays empty.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import polars as pl
+
+from omnisearchsage.contract import PINS, Workspace
+from omnisearchsage.errors import OmniError
+from omnisearchsage.retrieval.config import EvalConfig
+from omnisearchsage.retrieval.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
+from omnisearchsage.retrieval.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
+from omnisearchsage.validate import read_table
+
+log = logging.getLogger(__name__)
+
+#: Entity text fields by Table 4 stage (products' brand counts as their title-like text).
+TEXT_FIELDS = ("title", "description", "brand", "caption")
+BOARD_FIELDS = ("board_titles",)
+QUERY_FIELDS = ("engaged_queries",)
+#: The Recall@K the paper's tables report.
+K = 10
+METRIC = f"recall@{K}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant: ``None`` keeps the run's own value; ``drop_fields`` removes fields from it."""
+
+    name: str
+    entity_fields: tuple[str, ...] | None = None
+    drop_fields: tuple[str, ...] = ()
+    tasks: tuple[str, ...] | None = None
+
+
+UNIFIED = Variant("unified")
+NO_CAPTIONS = Variant("no-captions", drop_fields=("caption",))
+TABLE4_VARIANTS = (
+    ("continuous features only", Variant("continuous-only", entity_fields=())),
+    ("+ title, description, captions", Variant("text", entity_fields=TEXT_FIELDS)),
+    ("+ board titles", Variant("text+boards", entity_fields=TEXT_FIELDS + BOARD_FIELDS)),
+    # The last stage reads every field: that is the unified reference itself.
+    ("+ engaged queries", UNIFIED),
+)
+#: Table 5: the single-task variant that owns each task's eval sets.
+SINGLE_TASK = {t: Variant(f"only-{t}", tasks=(t,)) for t in ("query-pin", "query-product", "query-query")}
+COMPAT_ONLY = Variant("compat-only", tasks=("compat-pin", "compat-product"))
+
+
+def variants_for(tables: tuple[int, ...]) -> list[Variant]:
+    """Every variant the requested tables need, each once, the unified reference first."""
+    need = [UNIFIED]
+    if 3 in tables:
+        need.append(NO_CAPTIONS)
+    if 4 in tables:
+        need.extend(v for _, v in TABLE4_VARIANTS)
+    if 5 in tables:
+        need.extend(SINGLE_TASK.values())
+    if 6 in tables:
+        need.append(COMPAT_ONLY)
+    return list(dict.fromkeys(need))
+
+
+def variant_config(base: Any, variant: Variant, cfg: EvalConfig) -> Any:
+    """The run's TrainConfig with the variant's fields/tasks and the ablation budget."""
+    budget = {k: v for k, v in (("steps", cfg.ablation.steps), ("batch_size", cfg.ablation.batch_size))
+              if v is not None}
+    fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
+    fields = tuple(f for f in fields if f not in variant.drop_fields)
+    model = replace(base.model, entity_fields=fields)
+    tasks = base.tasks if variant.tasks is None else variant.tasks
+    return replace(base, model=model, tasks=tasks, **budget)
+
+
+def base_config(ws: Workspace, run: str) -> Any:
+    """The TrainConfig run ``run`` was trained with (its ``config.json``)."""
+    from omnisearchsage.trainer.config import TrainConfig
+    from omnisearchsage.trainer.loop import read_run_config
+
+    if not (ws.run_dir(run) / "config.json").exists():
+        raise OmniError(f"{ws.run_dir(run) / 'config.json'}: missing; ablations start from the run's training config")
+    return TrainConfig.from_json(read_run_config(ws.run_dir(run))["config"])
+
+
+def train_variant(ws: Workspace, run: str, variant: Variant, base: Any, cfg: EvalConfig) -> EmbeddingModel:
+    """Train and export the variant and load it; an export trained with the same config is reused."""
+    from omnisearchsage.trainer.export import export_run
+    from omnisearchsage.trainer.loop import read_run_config, train
+
+    name = f"{run}--abl-{variant.name}"
+    export, train_cfg = ws.export_dir(name), variant_config(base, variant, cfg)
+    wanted = json.loads(json.dumps(train_cfg.to_json()))  # as config.json stores it (lists, not tuples)
+    same = (export / "manifest.json").exists() and read_run_config(ws.run_dir(name))["config"] == wanted
+    if cfg.ablation.retrain or not same:
+        log.info("ablation: training %s", name)
+        train(ws, train_cfg, name, overwrite=True)
+        export_run(ws, name)
+    return EmbeddingModel.from_export(export)
+
+
+def recall(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> tuple[float | None, int]:
+    """Recall@10 (random-index protocol) of ``ev``'s model on one set, optionally on entities ``ids``."""
+    if ev is None or (MODEL, task) not in ev.ranked:
+        return None, 0
+    frame = ev.ranked[(MODEL, task)].filter(pl.col("action") == action)
+    if ids is not None:
+        frame = frame.filter(pl.col("entity_id").is_in(list(ids)))
+    if frame.is_empty():
+        return None, 0
+    return float((frame["rank_random"] <= K).mean()), len(frame)
+
+
+def _sets(task_prefix: str) -> list[tuple[str, str, str]]:
+    """(task, action, paper set) of ours whose task starts with ``task_prefix``, in paper order."""
+    return [(t, a, p) for (t, a), p in PAPER_SETS.items() if t.startswith(task_prefix)]
+
+
+def _empty(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def _no_text_pins(ws: Workspace) -> set[str]:
+    """Pins with neither a title nor a description (Table 3's subset)."""
+    frame = read_table(ws, PINS).filter(_empty("title") & _empty("description")).select("pin_id").collect()
+    return set(frame["pin_id"].to_list())
+
+
+def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation) -> dict[str, Any]:
+    """Train, export and evaluate every needed variant; return the tables (see :func:`ablation_markdown`).
+
+    ``main`` is the evaluation of the run itself; its held-out pairs are the ones every
+    variant is scored on (same workspace, same split, same seed).
+    """
+    sub_cfg = replace(cfg, baselines=(), ann=(), ablations=False)
+    base = base_config(ws, run)
+    evals: dict[str, Evaluation | None] = {}
+    errors: dict[str, str] = {}
+    own_budget = cfg.ablation.steps is None and cfg.ablation.batch_size is None
+    for variant in variants_for(cfg.ablation.tables):
+        if variant is UNIFIED and own_budget:  # same config and budget: the run itself
+            evals[variant.name] = main
+            continue
+        try:
+            evals[variant.name] = evaluate(ws, train_variant(ws, run, variant, base, cfg), sub_cfg)[1]
+        except OmniError as e:  # a variant the trainer refuses is reported, not fatal
+            log.warning("ablation %s not trained: %s", variant.name, e)
+            evals[variant.name], errors[variant.name] = None, str(e)
+    unified = evals[UNIFIED.name]
+    tables: dict[str, Any] = {"steps": cfg.ablation.steps, "errors": errors, "tables": {}}
+    if 3 in cfg.ablation.tables:
+        no_text = _no_text_pins(ws)
+        rows = []
+        for task, action, paper in _sets("query-pin"):
+            without, n = recall(evals[NO_CAPTIONS.name], task, action, no_text)
+            with_, _ = recall(unified, task, action, no_text)
+            rows.append([paper, *TABLE3.get(paper, (None, None)), without, with_, n])
+        tables["tables"]["3"] = {
+            "title": "Table 3: pins with no title or description, Recall@10 without → with captions",
+            "columns": ["eval set", "paper without", "paper with", "ours without", "ours with", "pairs"],
+            "rows": rows,
+        }
+    if 4 in cfg.ablation.tables:
+        sets = _sets("query-pin")
+        rows = []
+        for label, variant in TABLE4_VARIANTS:
+            cells: list[Any] = [label]
+            for task, action, paper in sets:
+                cells += [TABLE4[label].get(paper), recall(evals[variant.name], task, action)[0]]
+            rows.append(cells)
+        tables["tables"]["4"] = {
+            "title": "Table 4: entity features added in order, Recall@10",
+            "columns": ["features"] + [f"{c} {p}" for _, _, p in sets for c in ("paper", "ours")],
+            "rows": rows,
+        }
+    if 5 in cfg.ablation.tables:
+        rows = []
+        for task, action, paper in _sets("query-"):
+            single, n = recall(evals[SINGLE_TASK[task].name], task, action)
+            rows.append([paper, *TABLE5.get(paper, (None, None)), single, recall(unified, task, action)[0], n])
+        tables["tables"]["5"] = {
+            "title": "Table 5: single-task models vs the unified model, Recall@10",
+            "columns": ["eval set", "paper single", "paper unified", "ours single", "ours unified", "pairs"],
+            "rows": rows,
+        }
+    if 6 in cfg.ablation.tables:
+        rows = []
+        for task, action, paper in _sets("compat-"):
+            joint, n = recall(unified, task, action)
+            rows.append([paper, *TABLE6.get(paper, (None, None)), joint, recall(evals[COMPAT_ONLY.name], task,
+                                                                                 action)[0], n])
+        tables["tables"]["6"] = {
+            "title": "Table 6: against frozen legacy embeddings, compatibility towers trained jointly vs "
+                     "a query encoder trained only against legacy embeddings, Recall@10",
+            "columns": ["eval set", "paper jointly", "paper alone", "ours jointly", "ours alone", "pairs"],
+            "rows": rows,
+        }
+    return tables
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def ablation_markdown(ablations: dict[str, Any]) -> str:
+    """One Markdown table per paper table, paper figures beside ours ("–": no figure)."""
+    steps = f"{ablations['steps']} steps" if ablations.get("steps") else "the run's own budget"
+    out = [f"# Ablations (each variant trained with {steps})", ""]
+    for table in ablations["tables"].values():
+        out += [f"## {table['title']}", "", "| " + " | ".join(table["columns"]) + " |",
+                "|" + "---|" * len(table["columns"])]
+        out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table["rows"]]
+        out.append("")
+    for name, err in ablations.get("errors", {}).items():
+        out.append(f"- variant `{name}` could not be trained: {err}")
+    return "\n".join(out).rstrip() + "\n"

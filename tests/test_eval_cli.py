@@ -1,0 +1,56 @@
+"""``omni eval`` / ``omni report`` end to end through the CLI on a real (two-step) export of the tiny world."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from omnisearchsage.cli.app import app
+from omnisearchsage.contract import Workspace
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.build import build_features
+from omnisearchsage.features.config import FeatureConfig
+from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_ws, tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("eval_cli") / "ws")
+    shutil.copytree(tiny_ws.root, ws.root)
+    build_features(ws, FeatureConfig())
+    train(ws, TrainConfig(steps=2, batch_size=32, checkpoint_every=2, warmup_steps=1), "r")
+    export_run(ws, "r")
+    return ws
+
+
+def test_eval_prints_paper_beside_ours_and_writes_results_and_topk(trained, tmp_path):
+    out = tmp_path / "top.csv"
+    res = CliRunner().invoke(app, ["eval", "r", "-w", str(trained.root), "--no-ann", "--baselines", "random",
+                                   "--topk-out", str(out), "--topk", "20"])
+    assert res.exit_code == 0, res.output
+    assert "beside BM25 and the paper" in res.output and "0.390→0.650" in res.output  # pin save
+    results = json.loads((trained.eval_dir("r") / "results.json").read_text())
+    assert results["model_version"].startswith("r@2")
+    assert {r["system"] for r in results["rows"]} == {"model", "random"}
+    top = pl.read_csv(out)
+    assert top.columns == ["query", "product_id", "score"]
+    per_query = top.group_by("query").len()["len"]
+    assert (per_query == 20).all() and len(per_query) == results["sets"]["query-product"]["queries"]
+    # Scores come sorted within each query (ties: product_id ascending).
+    assert top.group_by("query", maintain_order=True).agg((pl.col("score").diff() <= 0).all())["score"].all()
+
+
+def test_report_command_writes_html_after_eval(trained):
+    res = CliRunner().invoke(app, ["report", "r", "-w", str(trained.root)])
+    assert res.exit_code == 0, res.output
+    assert (trained.eval_dir("r") / "report.html").stat().st_size > 1000
+
+
+def test_eval_of_a_run_without_export_says_what_to_run(trained):
+    res = CliRunner().invoke(app, ["eval", "nope", "-w", str(trained.root)])
+    assert isinstance(res.exception, OmniError) and "omni export" in str(res.exception)
