@@ -1,4 +1,4 @@
-"""The time split that keeps evaluation honest (the paper's protocol).
+r"""The time split that keeps evaluation honest (the paper's protocol).
 
     [train_start ........ train_end) gap [test_start .... test_end)
      \___ window (2 years) ___/      15 d  \____ 7 days ____/
