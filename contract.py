@@ -205,13 +205,15 @@ VOCAB_KINDS = ("unigram", "bigram", "char_trigram")
 VOCAB_SCHEMA = (Column("token", Str), Column("id", pl.Int32()), Column("count", pl.Int64()))
 
 
-def _token_table(name: str, id_col: str, fields: tuple[str, ...]) -> TableSchema:
+def _token_table(kind: str, id_col: str, fields: tuple[str, ...]) -> TableSchema:
     # Each field holds *global* token ids (all three tokenizers and the OOV buckets
     # share one id space; offsets are in features/manifest.json), so a field loads
     # straight into one EmbeddingBag as flat ids + offsets.
+    # Named ``features_<kind>``: table names are unique keys (validation looks tables up by
+    # name), and ``pins`` is the raw table.
     return TableSchema(
-        name,
-        f"features/{name}.parquet",
+        f"features_{kind}",
+        f"features/{kind}.parquet",
         (Column(id_col, Str), *(Column(f, I32List) for f in fields)),
         key=(id_col,),
     )

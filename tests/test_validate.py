@@ -154,3 +154,32 @@ def test_table_subset(tiny_ws_copy: Workspace) -> None:
     with pytest.raises(OmniError, match="column pin_id: missing"):
         _rewrite(tiny_ws_copy, PINS, lambda df: df.drop("pin_id"))
         read_table(tiny_ws_copy, PINS)
+
+
+def test_table_names_are_unique_so_validation_finds_the_right_file() -> None:
+    from omnisearchsage import contract
+
+    tables = [v for v in vars(contract).values() if isinstance(v, contract.TableSchema)]
+    names = [t.name for t in tables]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_products_only_workspace_validates_with_its_feature_tables(tmp_path: Path) -> None:
+    """A products-only catalogue (an imported relevance set) still has features/pins.parquet
+    (empty); the trainer's validation of it must not demand raw/pins.parquet."""
+    from datetime import datetime
+
+    from omnisearchsage.contract import ENGAGEMENTS, FEATURE_PINS, FEATURE_PRODUCTS, PRODUCTS, Workspace
+    from omnisearchsage.validate import validate_workspace
+
+    ws = Workspace(tmp_path)
+    ws.raw.mkdir(parents=True)
+    ws.features.mkdir(parents=True)
+    products = {"product_id": ["a", "b"], "title": ["red lamp", "blue mug"]}
+    pl.DataFrame(products).write_parquet(ws.path(PRODUCTS))
+    pl.DataFrame({"ts": [datetime(2026, 1, 1)], "query": ["lamp"], "entity_type": ["product"],
+                  "entity_id": ["a"], "action": ["click"]}).write_parquet(ws.path(ENGAGEMENTS))
+    pl.DataFrame(schema=FEATURE_PINS.polars_schema).write_parquet(ws.path(FEATURE_PINS))
+    feats = {"product_id": ["a", "b"]} | {c.name: [[1], [2]] for c in FEATURE_PRODUCTS.columns[1:]}
+    pl.DataFrame(feats, schema=FEATURE_PRODUCTS.polars_schema).write_parquet(ws.path(FEATURE_PRODUCTS))
+    validate_workspace(ws, [ENGAGEMENTS, PRODUCTS, FEATURE_PINS, FEATURE_PRODUCTS])
