@@ -295,16 +295,22 @@ def _null_unless(s: pl.Series, keep: np.ndarray) -> pl.Series:
 
 
 # ----------------------------------------------------------------------------- pins
+def _draw_entities(world: _World, images: _Images, stream: int, n: int, prefix: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pl.Series]:
+    """What pins and products share: each takes the (topic, concept) its image shows, a Zipf
+    popularity weight and an id. Returns image index, topic, concept, weight and ids; later draws
+    use per-chunk generators of the same stream."""
+    rng = _rng(world.seed, stream)
+    img = images.sampler.draw(rng, world.topics(rng, n), rng.integers(0, N_CONCEPTS, n))
+    weight = _zipf_weights(rng, n, world.cfg.entity_zipf)
+    return img, images.topic[img], images.concept[img], weight, _ids(prefix, n, _width(n))
+
+
 def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats: WorldStats,
           stack: contextlib.ExitStack) -> tuple[_BlockSampler, pl.Series]:
     cfg, v = world.cfg, world.vocab
-    rng = _rng(world.seed, _STREAM_PINS)
     n = cfg.pins
-    # Pins take the (topic, concept) their image shows.
-    img = images.sampler.draw(rng, world.topics(rng, n), rng.integers(0, N_CONCEPTS, n))
-    topic, concept = images.topic[img], images.concept[img]
-    weight = _zipf_weights(rng, n, cfg.entity_zipf)
-    ids = _ids("p", n, _width(n))
+    img, topic, concept, weight, ids = _draw_entities(world, images, _STREAM_PINS, n, "p")
     pins_w = _TableWriter(ws, PINS, stack)
     truth_w = _TableWriter(ws, TRUTH_PINS, stack)
     bp_w = _TableWriter(ws, BOARD_PINS, stack)
@@ -380,12 +386,8 @@ def _concept_words(topic: np.ndarray, concept: np.ndarray) -> pl.Series:
 def _products(world: _World, ws: Workspace, images: _Images, stats: WorldStats,
               stack: contextlib.ExitStack) -> tuple[_BlockSampler, pl.Series]:
     cfg, v = world.cfg, world.vocab
-    rng = _rng(world.seed, _STREAM_PRODUCTS)
     n = cfg.products
-    img = images.sampler.draw(rng, world.topics(rng, n), rng.integers(0, N_CONCEPTS, n))
-    topic, concept = images.topic[img], images.concept[img]
-    weight = _zipf_weights(rng, n, cfg.entity_zipf)
-    ids = _ids("pr", n, _width(n))
+    img, topic, concept, weight, ids = _draw_entities(world, images, _STREAM_PRODUCTS, n, "pr")
     prod_w = _TableWriter(ws, PRODUCTS, stack)
     truth_w = _TableWriter(ws, TRUTH_PRODUCTS, stack)
     for chunk, lo, hi in _chunks(n, cfg.entity_chunk_rows):
