@@ -251,6 +251,11 @@ class Workspace:
         return self.root / "raw" / "relevance.json"
 
     @property
+    def legacy_encoder(self) -> Path:
+        """Which text encoder computed the legacy embeddings, if one did (see ``trainer/anchor.py``)."""
+        return self.root / "raw" / "legacy_encoder.json"
+
+    @property
     def images(self) -> Path:
         return self.root / "raw" / "images"
 

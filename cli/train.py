@@ -31,14 +31,22 @@ def train_cmd(
         help="Continue run NAME from its newest checkpoint with its saved config (other options ignored).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run NAME and train it afresh.")] = False,
     query_encoder: Annotated[str, typer.Option(
-        help="'ngram' (hash bag over the feature tokenizers) or a local Hugging Face model directory.")]
+        help="'auto' (the text encoder that computed the legacy embeddings, recorded by `omni import relevance`, "
+             "anchored in its space; else ngram), 'ngram' (hash bag over the feature tokenizers) or a local "
+             "Hugging Face model directory.")]
     = _M.query_encoder,
     pooling: Annotated[str, typer.Option(help="Transformer query tower pooling: cls or mean.")] = _M.pooling,
     fields: Annotated[str | None, typer.Option(
-        help="Comma-separated text fields the entity tower reads (ablations); default: all.",
+        help="Comma-separated text fields the entity tower reads (ablations; '' = legacy embeddings only); "
+             "default: all.",
         show_default=False)] = None,
     legacy: Annotated[bool, typer.Option(
         help="Feed legacy pin/product embeddings to the entity tower (--no-legacy ablates them).")] = _M.use_legacy,
+    lexical_buckets: Annotated[int, typer.Option(
+        help="Buckets of the lexical channel both towers append (0: none).")] = _M.lexical_buckets,
+    max_epochs: Annotated[float, typer.Option(
+        help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
+    = _D.max_epochs or 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and dropout.")] = _D.seed,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = _D.checkpoint_every,
     threads: Annotated[int, typer.Option(
@@ -54,8 +62,9 @@ def train_cmd(
     from omnisearchsage.trainer.loop import read_summary, train
 
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy,
-                    entity_fields=_names(fields) if fields else _M.entity_fields)
-    cfg = replace(_D, tasks=_names(tasks), steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                    entity_fields=_names(fields) if fields is not None else _M.entity_fields,
+                    lexical_buckets=lexical_buckets)
+    cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)

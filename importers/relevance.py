@@ -30,8 +30,8 @@ import polars as pl
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import ENGAGEMENTS, PRODUCTS, RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.importers.config import RelevanceImportConfig
-from omnisearchsage.importers.text_embed import encode_texts, resolve_embed_model
+from omnisearchsage.importers.config import EMBED_AUTO, RelevanceImportConfig
+from omnisearchsage.importers.text_embed import encode_texts, encoder_pooling, resolve_embed_model
 from omnisearchsage.split import TimeSplit
 
 log = logging.getLogger(__name__)
@@ -173,5 +173,10 @@ def import_relevance(
     write_parquet(events, ws.path(ENGAGEMENTS))
     write_parquet(labels.select(c.name for c in RELEVANCE_LABELS.columns), ws.path(RELEVANCE_LABELS))
     write_json(stats, ws.relevance_meta)
+    if model_dir is None:
+        ws.legacy_encoder.unlink(missing_ok=True)
+    else:  # lets `omni train` query the products' embedding space with the same encoder (trainer/anchor.py)
+        spec = cfg.embed_model if cfg.embed_model == EMBED_AUTO else str(model_dir.resolve())
+        write_json({"kinds": ["product"], "model": spec, "pooling": encoder_pooling(model_dir)}, ws.legacy_encoder)
     log.info("imported %s: %d products, %d engagements", dataset, len(products), len(events))
     return stats

@@ -9,6 +9,7 @@ is downloaded. sentence-transformers is imported only when an embedding is compu
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -43,6 +44,16 @@ def resolve_embed_model(spec: str) -> Path | None:
     if not (path / "config.json").exists() and not (path / "modules.json").exists():
         raise OmniError(f"{path}: not a sentence-transformers model directory (no config.json or modules.json)")
     return path
+
+
+def encoder_pooling(model_dir: Path) -> str:
+    """"cls" or "mean": how sentence-transformers pools ``model_dir`` (its ``1_Pooling/config.json``;
+    a plain Hugging Face folder gets mean pooling, as sentence-transformers wraps it)."""
+    pooling = model_dir / "1_Pooling" / "config.json"
+    if pooling.exists():
+        modes = json.loads(pooling.read_text(encoding="utf-8"))
+        return "cls" if modes.get("pooling_mode_cls_token") else "mean"
+    return "mean"
 
 
 def encode_texts(model_dir: Path, texts: Sequence[str], max_tokens: int = 128, batch_size: int = 64) -> np.ndarray:

@@ -22,9 +22,10 @@ from omnisearchsage.features.build import build_features
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
 from omnisearchsage.trainer.data import TokenBags, TrainingData, load_training_data
-from omnisearchsage.trainer.encoders import ModelSpec, TwoTowerModel
+from omnisearchsage.trainer.anchor import resolve_query_encoder
+from omnisearchsage.trainer.encoders import TwoTowerModel
 from omnisearchsage.trainer.export import export_run, load_embeddings, load_entity_encoder, load_query_encoder
-from omnisearchsage.trainer.loop import Objective, load_checkpoint, task_prefixes, train
+from omnisearchsage.trainer.loop import Objective, load_checkpoint, model_spec, task_prefixes, train
 from omnisearchsage.trainer.loss import MultiTaskLoss
 from omnisearchsage.validate import read_table
 
@@ -131,9 +132,10 @@ def test_gradients_reach_both_towers_and_the_temperatures(ws: Workspace):
 
 def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | None = None) -> Objective:
     """The run's model and loss at its newest checkpoint (``run``) or at initialisation."""
+    cfg = resolve_query_encoder(ws, cfg)
     torch.manual_seed(cfg.seed)
-    model = TwoTowerModel(cfg.model, ModelSpec(data.num_ids, data.fields, data.dense_layout))
-    objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares))
+    model = TwoTowerModel(cfg.model, model_spec(Featurizer.load(ws.features), data))
+    objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares))
     if run is not None:
         load_checkpoint(run, objective)
     return objective.eval()
@@ -152,7 +154,8 @@ def test_short_run_lowers_the_loss_and_writes_the_run(ws: Workspace, trained: Pa
     assert summary["steps"] == 20 and set(summary["final_loss"]) >= {"query-pin", "compat-product", "total"}
     assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step-0000010", "step-0000020"]
     last = _metrics(trained)[-1]
-    assert {"query-pin/in_batch@8", "query-pin/random@256", "compat-pin/in_batch@256", "query-query/scale"} <= set(last)
+    # The full prefix is the whole output: 256 dense dims + 256 lexical buckets.
+    assert {"query-pin/in_batch@8", "query-pin/random@512", "compat-pin/in_batch@256", "query-query/scale"} <= set(last)
 
 
 def test_resume_after_interrupt_reproduces_the_loss_trajectory(ws: Workspace, trained: Path,
@@ -198,7 +201,7 @@ def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained
     model = _objective(ws, SMALL, data, trained).model
     export = ws.export_dir("small")
     manifest = json.loads((export / "manifest.json").read_text())
-    assert manifest["dim"] == 256 and manifest["legacy_dim"] == 256
+    assert (manifest["dim"], manifest["dense_dim"], manifest["legacy_dim"]) == (512, 256, 256)
     assert manifest["entity_types"] == ["pin", "product", "query"]
 
     rows = np.arange(40)
@@ -207,7 +210,7 @@ def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained
         trained_q = model.query(**data.query_inputs(rows, None)).numpy()
         trained_e = model.entity(**data.entity_inputs([("product", rows)])).numpy()
     encoder = load_query_encoder(export)
-    assert encoder.version == manifest["model_version"] and encoder.dim == 256
+    assert encoder.version == manifest["model_version"] and encoder.dim == 512
     assert np.abs(encoder.encode(queries.keys.gather(rows).to_list()) - trained_q).max() < 1e-5
     ids, emb = load_embeddings(export, "product")
     assert ids[:40] == data.catalogues["product"].keys.gather(rows).to_list()
@@ -250,8 +253,8 @@ def test_export_reproduces_training_time_embeddings_tiny_bert(ws: Workspace, tmp
     data = _data(ws, cfg)
     model = _objective(ws, cfg, data, ws.run_dir("bert")).model
     texts = data.catalogues["query"].keys.head(30).to_list()
-    with torch.no_grad():
-        trained_q = model.query(**model.query.tokenize(texts)).numpy()
+    with torch.no_grad():  # the training-time path: the features' ids (lexical channel) + the BERT tokens
+        trained_q = model.query(**data.query_inputs(np.arange(30), model.query.tokenize)).numpy()
     encoder = load_query_encoder(export)
     assert np.abs(encoder.encode(texts) - trained_q).max() < 1e-5
     assert (export / "query_encoder" / "hf" / "config.json").exists()

@@ -11,7 +11,7 @@ and by the export, so every field must survive a JSON round trip (:meth:`TrainCo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from omnisearchsage.contract import PIN_FIELDS, PRODUCT_FIELDS
@@ -47,10 +47,34 @@ class ModelConfig:
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
-    #: "ngram" (hash bag + MLP over the feature tokenizers) or a Hugging Face model directory.
-    query_encoder: str = "ngram"
+    #: Set by "auto" anchoring, not by hand: the entity kind whose legacy embedding the entity tower
+    #: passes through an identity-initialised residual (its MLP starts at zero), so the model starts
+    #: as the pretrained encoder's zero-shot retrieval. None: the paper's plain MLP.
+    anchor_kind: str | None = None
+    #: The entity tower's MLP over text bags and dense features. "auto" anchoring turns it off: on
+    #: CrowdFlower (206 training queries, each product judged for one query) it memorises the training
+    #: products and pair Recall@10 on the test queries falls from 0.77 at step 0 to 0.24; without it the
+    #: entity tower is the residual legacy embedding plus the lexical channel, and holds 0.77.
+    entity_mlp: bool = True
+    #: "ngram" (hash bag + MLP over the feature tokenizers), a Hugging Face model directory, or
+    #: "auto": when ``raw/legacy_encoder.json`` says a kind's legacy embeddings were computed by a text
+    #: encoder that is installed here (``omni import relevance --embed-model`` records it), that encoder,
+    #: and the model starts in its space (see ``anchor.py``); otherwise "ngram".
+    query_encoder: str = "auto"
     #: How a transformer query tower pools its tokens: "cls" (paper) or "mean".
     pooling: str = "cls"
+    #: The transformer query tower's output map: "linear" (a fresh projection to ``dim``) or
+    #: "residual" (identity + a learned correction, weight-decayed towards the identity; needs
+    #: ``dim`` = the encoder's width). "auto" anchoring sets "residual".
+    query_head: str = "linear"
+    #: Buckets of the lexical channel both towers append to their output (``lexical.py``); 0: none.
+    #: The served embedding is ``dim + lexical_buckets`` wide.
+    lexical_buckets: int = 256
+    #: Entity text fields the lexical channel reads (queries: the whole query).
+    lexical_fields: tuple[str, ...] = ("title",)
+    #: Initial scale of the lexical channel against the unit dense part (learned; CrowdFlower's best
+    #: untrained value of 0.5 / 0.7 / 1.0 is 0.7).
+    lexical_beta: float = 0.7
     #: Tokens a transformer query tower reads (paper: 64).
     max_query_tokens: int = 64
     #: Seed of the hash functions: part of the model, saved with it.
@@ -95,9 +119,23 @@ class TrainConfig:
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after ~400 steps (1.3
     #: epochs of its pairs): 0.28 after 200 steps, 0.35 after 400 and after 600.
     steps: int = 600
+    #: Stop earlier once the task that cycles slowest has seen its pairs this many times (None: run
+    #: every step). The small world never reaches it (query-pin sees 1.9 epochs in 600 steps); a
+    #: relevance set with a few thousand pairs does, and more epochs only memorise its few queries
+    #: (CrowdFlower: 206 training queries).
+    max_epochs: float | None = 4.0
     #: "adamw", or "lamb" as in the paper.
     optimizer: str = "adamw"
     lr: float = 2e-3
+    #: A pretrained transformer query tower's body learns at ``lr`` times this; its head at ``lr``.
+    #: 0 freezes the body, and then each distinct training query goes through it once instead of
+    #: once per step (a CPU trains the anchored CrowdFlower model in seconds, not minutes). The
+    #: paper fine-tunes its DistilBERT; 0.01 (2e-5, the usual BERT fine-tuning rate) does that.
+    pretrained_lr_scale: float = 0.0
+    #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
+    #: rate they drift from the pretrained space faster than 206 queries can justify (CrowdFlower pair
+    #: Recall@10 0.745 at 2e-3, 0.768 at 5e-4, against 0.769 at step 0).
+    anchor_lr_scale: float = 0.25
     weight_decay: float = 0.01
     warmup_steps: int = 50
     #: The cosine decays the learning rate to this fraction of ``lr``.
@@ -132,10 +170,22 @@ class TrainConfig:
         unknown = [t for t in self.tasks if t != "all" and t not in TASKS]
         if unknown:
             raise OmniError(f"unknown task(s) {', '.join(unknown)}; choose from all, {', '.join(TASKS)}")
-        bad_fields = [f for f in self.model.entity_fields if f not in ENTITY_FIELDS]
-        if bad_fields or not self.model.entity_fields:
-            raise OmniError(f"entity_fields {list(self.model.entity_fields)}: choose a non-empty subset of "
-                            f"{', '.join(ENTITY_FIELDS)}")
+        bad_fields = [f for f in (*self.model.entity_fields, *self.model.lexical_fields) if f not in ENTITY_FIELDS]
+        if bad_fields:
+            raise OmniError(f"entity fields {bad_fields}: choose from {', '.join(ENTITY_FIELDS)}")
+        if not self.model.entity_fields and not self.model.use_legacy:
+            raise OmniError("entity_fields is empty and legacy embeddings are off: the entity tower would "
+                            "read nothing; keep a text field or the legacy embedding")
+        if not self.model.entity_mlp and self.model.anchor_kind is None:
+            raise OmniError("entity_mlp off needs anchor_kind (the entity tower would have no dense output)")
+        if self.pretrained_lr_scale < 0 or self.anchor_lr_scale < 0:
+            raise OmniError("pretrained_lr_scale and anchor_lr_scale must be >= 0")
+        if self.model.query_head not in ("linear", "residual"):
+            raise OmniError(f"query_head {self.model.query_head!r}: choose linear or residual")
+        if self.model.lexical_buckets < 0 or self.model.lexical_beta <= 0:
+            raise OmniError("lexical_buckets must be >= 0 and lexical_beta > 0")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise OmniError(f"max_epochs {self.max_epochs}: must be positive (or None: no limit)")
         loss = self.loss
         if len(loss.matryoshka_dims) != len(loss.matryoshka_weights):
             raise OmniError("loss.matryoshka_dims and loss.matryoshka_weights differ in length")
@@ -151,6 +201,15 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_dim(self, dim: int) -> TrainConfig:
+        """This config with output dimension ``dim``: Matryoshka prefixes at or above the old full
+        dimension collapse into ``dim`` (keeping the full dimension's weight)."""
+        full = dict(zip(self.loss.matryoshka_dims, self.loss.matryoshka_weights))
+        weight = full.get(self.model.dim, 1.0)
+        prefixes = {d: w for d, w in full.items() if d < min(dim, self.model.dim)} | {dim: weight}
+        return replace(self, model=replace(self.model, dim=dim),
+                       loss=replace(self.loss, matryoshka_dims=tuple(prefixes), matryoshka_weights=tuple(prefixes.values())))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:

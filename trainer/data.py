@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -68,6 +69,8 @@ class TokenBags:
     @classmethod
     def from_lists(cls, columns: Sequence[pa.Array | None], rows: int) -> TokenBags:
         """From Arrow ``list<int>`` columns (one per field; ``None``: a field this table lacks)."""
+        if not columns:  # no text field: the "continuous features only" entity tower
+            return cls(np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), rows, 0)
         lengths, values = [], []
         for col in columns:
             if col is None:
@@ -234,9 +237,39 @@ class TrainingData:
     dense_layout: dict[str, tuple[int, int]] = field(default_factory=dict)
     seed: int = 0
     num_negatives: int = 4
+    #: A frozen transformer query tower's pooled output for every query row, computed once
+    #: (:meth:`pool_queries`); then batches carry these instead of tokens.
+    query_pooled: torch.Tensor | None = None
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
+
+    def pool_queries(self, pool: Callable[[Sequence[str]], torch.Tensor], batch_size: int) -> None:
+        """Run a frozen query body once over every query row (its outputs never change in training)."""
+        keys = self.catalogues["query"].keys
+        with torch.no_grad():
+            self.query_pooled = torch.cat([pool(keys.slice(i, batch_size).to_list())
+                                           for i in range(0, len(keys), batch_size)])
+
+    def steps_for_epochs(self, epochs: float) -> int:
+        """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
+        return max(math.ceil(epochs * t.pairs / t.batch_size) for t in self.tasks.values())
+
+    def lexical_idf(self, fields: Sequence[str]) -> torch.Tensor:
+        """Inverse document frequency ``log((N + 1) / (df + 1))`` of every token id over the pin and
+        product rows' ``fields`` (the lexical channel's initial weights; unseen ids get the maximum)."""
+        chosen = [i for i, f in enumerate(self.fields) if f in fields]
+        df, docs = np.zeros(self.num_ids, dtype=np.int64), 0
+        for cat in (self.catalogues[k] for k in ("pin", "product") if k in self.catalogues):
+            b, n = cat.bags, cat.bags.rows
+            sizes = np.diff(b.bounds)
+            rows = np.repeat(np.tile(np.arange(n, dtype=np.int64), b.fields), sizes)
+            field_of = np.repeat(np.repeat(np.arange(b.fields), n), sizes)
+            keep = np.isin(field_of, chosen)
+            distinct = np.unique(rows[keep] * self.num_ids + b.values[keep])  # one count per (row, id)
+            df += np.bincount(distinct % self.num_ids, minlength=self.num_ids)
+            docs += n
+        return torch.from_numpy(np.log((docs + 1) / (df + 1)).astype(np.float32))
 
     # -------------------------------------------------------------- sampling
     def sample(self, step: int, rank: int = 0, world: int = 1) -> dict[str, TaskSample]:
@@ -287,11 +320,16 @@ class TrainingData:
 
     def query_inputs(self, rows: np.ndarray,
                      tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
+        """The features' token ids of the queries at ``rows`` (the n-gram tower and the lexical
+        channel read them), plus a transformer tower's own tokens when ``tokenize`` is given."""
         queries = self.catalogues["query"]
-        if tokenize is not None:
-            return tokenize(queries.keys.gather(rows).to_list())
         ids, offsets = queries.bags.gather(rows)
-        return {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+        out = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+        if self.query_pooled is not None:
+            out["pooled"] = self.query_pooled[torch.from_numpy(rows)]
+        elif tokenize is not None:
+            out |= tokenize(queries.keys.gather(rows).to_list())
+        return out
 
     def entity_inputs(self, parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         return entity_inputs(self.catalogues, self.dense_layout, parts)
@@ -426,6 +464,9 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
             if cat.legacy is not None:
                 layout[kind] = (offset, cat.legacy_dim)
                 offset += cat.legacy_dim + 1
+    if not fields and not layout:
+        raise OmniError("entity_fields is empty and no catalogue has legacy_embedding values: the entity tower "
+                        "would read nothing")
     return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives)
 
 

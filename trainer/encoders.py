@@ -5,13 +5,19 @@ Entity tower (paper section 3.2)::
     per text field f:  e_f = HashEmbeddingBag(token ids of f)          [token_dim]
     text             = sum_f w_f * e_f                                  w: one learned weight per field
     x                = concat(text, legacy pin emb, has_pin, legacy product emb, has_product)
-    entity           = L2( MLP(x) )                                      [dim]
+    dense            = MLP(x)  (+ R(legacy of the anchor kind) when anchored)  [dim]
+    entity           = L2( [ L2(dense) ; lexical(title ids) ] )          [dim + lexical_buckets]
 
 The legacy slots are zeros with a 0 flag when an entity has no legacy embedding (the paper
 concatenates PinSage and ItemSage the same way). Query tower: either the same n-gram machinery
-(``NgramQueryTower``: hash bag over the query's token ids, MLP, L2) or a pretrained transformer
-from a local directory (``TransformerQueryTower``: CLS or mean pooling, a linear map, L2; the paper
-uses multilingual DistilBERT this way).
+(``NgramQueryTower``: hash bag over the query's token ids, MLP) or a pretrained transformer from a
+local directory (``TransformerQueryTower``: CLS or mean pooling, then a linear head; the paper uses
+multilingual DistilBERT this way), followed by the same ``[L2(dense) ; lexical(query ids)]``.
+
+Two additions to the paper's towers, both for small training sets (see ``anchor.py`` and
+``lexical.py``): the lexical channel, shared by both towers, and anchoring, where ``R`` and the
+transformer's head are identity-initialised residuals so the model starts as a pretrained
+encoder's zero-shot retrieval.
 
 Every module has an ``extra_repr`` so ``print(model)`` reads as a spec of the architecture.
 """
@@ -30,6 +36,7 @@ from torch.nn import functional as F
 from omnisearchsage.errors import OmniError
 from omnisearchsage.trainer.config import ModelConfig
 from omnisearchsage.trainer.hash_embedding import HashEmbeddingBag
+from omnisearchsage.trainer.lexical import LexicalChannel, bag_rows
 
 
 def mlp(*dims: int) -> nn.Sequential:
@@ -41,28 +48,95 @@ def mlp(*dims: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class ResidualLinear(nn.Module):
+    """``x + x @ delta``: the identity plus a learned correction that starts at zero.
+
+    Weight decay on ``delta`` pulls the map back to the identity, i.e. towards the pretrained space
+    it is applied to, which is the regulariser a model needs when it has few queries to learn from.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.out_features = dim
+        self.delta = nn.Parameter(torch.zeros(dim, dim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.out_features}, init=identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x @ self.delta
+
+
+def with_lexical(dense: torch.Tensor, lexical: torch.Tensor | None) -> torch.Tensor:
+    """The tower output: ``L2([L2(dense) ; lexical])`` (``lexical`` is already ``beta * L2(...)``)."""
+    dense = F.normalize(dense, dim=-1)
+    if lexical is None:
+        return dense
+    return F.normalize(torch.cat([dense, lexical.to(dense.dtype)], dim=1), dim=-1)
+
+
 class EntityTower(nn.Module):
-    """Pins and products -> L2-normalised ``dim`` vectors, from token bags + dense features.
+    """Pins and products -> L2-normalised vectors, from token bags + dense features.
 
     ``forward(ids, offsets, dense)``: ``ids``/``offsets`` hold ``n * len(fields)`` bags in
     row-major order (entity 0's fields, then entity 1's, ...), ``dense`` float [n, dense_dim]
-    (the legacy slots; width 0 when legacy embeddings are not used).
+    (the legacy slots; width 0 when legacy embeddings are not used). With no text fields (the
+    paper's "continuous features only" row) the MLP reads the dense features alone.
+
+    ``anchor``: the ``(offset, dim)`` slot of the dense input that is added to the MLP's output
+    through a :class:`ResidualLinear` (the MLP's last layer then starts at zero, so the tower starts
+    as that legacy embedding); with ``entity_mlp`` off the tower is that residual alone. ``lexical``: the channel shared with the query tower, fed the ids of
+    ``lexical_fields``.
     """
 
-    def __init__(self, cfg: ModelConfig, num_ids: int, fields: Sequence[str], dense_dim: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_ids: int, fields: Sequence[str], dense_dim: int,
+                 anchor: tuple[int, int] | None = None, lexical: LexicalChannel | None = None) -> None:
         super().__init__()
-        self.fields, self.dense_dim = tuple(fields), dense_dim
-        self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed)
-        self.field_weights = nn.Parameter(torch.ones(len(self.fields)))
-        self.mlp = mlp(cfg.token_dim + dense_dim, *cfg.entity_hidden, cfg.dim)
+        self.fields, self.dense_dim, self.anchor = tuple(fields), dense_dim, anchor
+        self.bag, self.mlp = None, None
+        if cfg.entity_mlp:
+            if self.fields:
+                self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed)
+                self.field_weights = nn.Parameter(torch.ones(len(self.fields)))
+            self.mlp = mlp((cfg.token_dim if self.fields else 0) + dense_dim, *cfg.entity_hidden, cfg.dim)
+        if anchor is not None:
+            if anchor[1] != cfg.dim:
+                raise OmniError(f"anchored legacy embeddings have {anchor[1]} dims; the model has {cfg.dim}")
+            self.residual = ResidualLinear(cfg.dim)
+            if self.mlp is not None:  # the MLP starts at zero: the tower starts as the legacy embedding
+                nn.init.zeros_(self.mlp[-1].weight)
+                nn.init.zeros_(self.mlp[-1].bias)
+        self.lexical = lexical
+        self.lexical_fields = torch.tensor([i for i, f in enumerate(self.fields) if f in cfg.lexical_fields],
+                                           dtype=torch.long)
+        self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
     def extra_repr(self) -> str:
-        return f"fields={list(self.fields)}, dense_dim={self.dense_dim}, output=L2"
+        return (f"fields={list(self.fields)}, dense_dim={self.dense_dim}, anchor={self.anchor}, "
+                f"lexical_fields={[self.fields[i] for i in self.lexical_fields]}, output=L2 ({self.out_dim})")
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        per_field = self.bag(ids, offsets).view(-1, len(self.fields), self.bag.dim)
-        text = (per_field * self.field_weights.unsqueeze(-1)).sum(1)
-        return F.normalize(self.mlp(torch.cat([text, dense.to(text.dtype)], dim=1)), dim=-1)
+        n = dense.shape[0]
+        out = None
+        if self.mlp is not None:
+            parts = [dense]
+            if self.bag is not None:
+                per_field = self.bag(ids, offsets).view(n, len(self.fields), self.bag.dim)
+                text = (per_field * self.field_weights.unsqueeze(-1)).sum(1)
+                parts = [text, dense.to(text.dtype)]
+            out = self.mlp(torch.cat(parts, dim=1))
+        if self.anchor is not None:
+            start, dim = self.anchor
+            anchored = self.residual(dense[:, start : start + dim])
+            out = anchored if out is None else out + anchored.to(out.dtype)
+        lexical = None
+        if self.lexical is not None and len(self.lexical_fields):
+            bag = bag_rows(offsets, ids.numel())
+            wanted = torch.isin(bag % len(self.fields), self.lexical_fields.to(bag.device))
+            lexical = self.lexical(ids[wanted], bag[wanted] // len(self.fields), n)
+        elif self.lexical is not None:  # no lexical field is read: the channel is all zeros
+            lexical = out.new_zeros(n, self.lexical.buckets)
+        return with_lexical(out, lexical)
 
 
 class NgramQueryTower(nn.Module):
@@ -73,28 +147,33 @@ class NgramQueryTower(nn.Module):
 
     kind = "ngram"
 
-    def __init__(self, cfg: ModelConfig, num_ids: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None) -> None:
         super().__init__()
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed + 1)
         self.mlp = mlp(cfg.token_dim, *cfg.query_hidden, cfg.dim)
+        self.lexical = lexical
+        self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
     def extra_repr(self) -> str:
-        return "output=L2"
+        return f"output=L2 ({self.out_dim})"
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(self.bag(ids, offsets)), dim=-1)
+        lexical = None if self.lexical is None else self.lexical(ids, bag_rows(offsets, ids.numel()), len(offsets))
+        return with_lexical(self.mlp(self.bag(ids, offsets)), lexical)
 
 
 class TransformerQueryTower(nn.Module):
-    """A Hugging Face encoder from a local directory -> CLS or mean pooling -> Linear -> L2.
+    """A Hugging Face encoder from a local directory -> CLS or mean pooling -> head -> L2.
 
-    ``forward(input_ids, attention_mask)`` takes what :meth:`tokenize` returns. The tokenizer is
-    loaded from the same directory and is not a module: it is saved beside the weights by the export.
+    ``forward(input_ids, attention_mask[, ids, offsets])`` takes what :meth:`tokenize` returns (plus
+    the features' token ids for the lexical channel). The tokenizer is loaded from the same
+    directory and is not a module: it is saved beside the weights by the export. The head is a
+    fresh Linear, or with ``query_head="residual"`` the identity plus a learned correction.
     """
 
     kind = "transformer"
 
-    def __init__(self, cfg: ModelConfig, path: str | Path) -> None:
+    def __init__(self, cfg: ModelConfig, path: str | Path, lexical: LexicalChannel | None = None) -> None:
         # Imported here: transformers is heavy and the n-gram tower does not need it.
         from transformers import AutoModel, AutoTokenizer
 
@@ -102,10 +181,19 @@ class TransformerQueryTower(nn.Module):
         self.source, self.pooling, self.max_tokens = str(path), cfg.pooling, cfg.max_query_tokens
         self.transformer = AutoModel.from_pretrained(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.head = nn.Linear(self.transformer.config.hidden_size, cfg.dim)
+        hidden = self.transformer.config.hidden_size
+        if cfg.query_head == "residual":
+            if hidden != cfg.dim:
+                raise OmniError(f"{path}: query_head residual needs dim = the encoder's width {hidden}, not {cfg.dim}")
+            self.head: nn.Module = ResidualLinear(hidden)
+        else:
+            self.head = nn.Linear(hidden, cfg.dim)
+        self.lexical = lexical
+        self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
     def extra_repr(self) -> str:
-        return f"source={self.source!r}, pooling={self.pooling}, max_tokens={self.max_tokens}, output=L2"
+        return (f"source={self.source!r}, pooling={self.pooling}, max_tokens={self.max_tokens}, "
+                f"output=L2 ({self.out_dim})")
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded ``input_ids`` and ``attention_mask`` for already-normalised texts."""
@@ -113,57 +201,103 @@ class TransformerQueryTower(nn.Module):
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The body's pooled output, before the head: float [n, hidden]."""
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return F.normalize(self.head(pooled), dim=-1)
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                ids: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """From tokens, or from ``pooled`` outputs computed once by a frozen body (training)."""
+        if pooled is None:
+            if input_ids is None or attention_mask is None:
+                raise OmniError("pass input_ids and attention_mask (or pooled outputs)")
+            pooled = self.pool(input_ids, attention_mask)
+        lexical = None
+        if self.lexical is not None:
+            if ids is None or offsets is None:
+                raise OmniError("this query tower has a lexical channel: pass the features' token ids too")
+            lexical = self.lexical(ids, bag_rows(offsets, ids.numel()), len(offsets))
+        return with_lexical(self.head(pooled), lexical)
 
 
 QueryTower = NgramQueryTower | TransformerQueryTower
 
 
-def build_query_tower(cfg: ModelConfig, num_ids: int) -> QueryTower:
-    """The tower ``cfg.query_encoder`` names: "ngram", or a transformer directory."""
+def build_query_tower(cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None) -> QueryTower:
+    """The tower ``cfg.query_encoder`` names: "ngram", or a transformer directory ("auto" must have
+    been resolved by ``anchor.resolve_query_encoder``)."""
     if cfg.query_encoder == "ngram":
-        return NgramQueryTower(cfg, num_ids)
+        return NgramQueryTower(cfg, num_ids, lexical)
     if not (Path(cfg.query_encoder) / "config.json").is_file():
         raise OmniError(f"{cfg.query_encoder}: not a Hugging Face model directory (no config.json); "
-                        "give --query-encoder ngram or a local model directory")
-    return TransformerQueryTower(cfg, cfg.query_encoder)
+                        "give --query-encoder auto, ngram or a local model directory")
+    return TransformerQueryTower(cfg, cfg.query_encoder, lexical)
 
 
 @dataclass
 class ModelSpec:
     """What the data decides about the model: the token id space, the text fields the entity tower
-    reads, and where each kind's legacy embedding sits in its dense input ``{kind: (offset, dim)}``
-    (each slot is followed by a presence flag). Saved in the run's config.json and the export."""
+    reads, where each kind's legacy embedding sits in its dense input ``{kind: (offset, dim)}``
+    (each slot is followed by a presence flag), and the id ranges the lexical channel reads (the
+    unigram vocabulary and its OOV buckets). Saved in the run's config.json and the export."""
 
     num_ids: int
     fields: tuple[str, ...]
     dense_layout: dict[str, tuple[int, int]]
+    lexical_ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def dense_dim(self) -> int:
         return sum(dim + 1 for _, dim in self.dense_layout.values())
 
+    def anchor_slot(self, cfg: ModelConfig) -> tuple[int, int] | None:
+        """The dense slot of ``cfg.anchor_kind``'s legacy embedding, or None (no anchoring)."""
+        if cfg.anchor_kind is None:
+            return None
+        if cfg.anchor_kind not in self.dense_layout:
+            raise OmniError(f"anchor_kind {cfg.anchor_kind!r} has no legacy embeddings in this workspace")
+        return self.dense_layout[cfg.anchor_kind]
+
     def to_json(self) -> dict[str, Any]:
         return {"num_ids": self.num_ids, "fields": list(self.fields),
-                "dense_layout": {k: list(v) for k, v in self.dense_layout.items()}}
+                "dense_layout": {k: list(v) for k, v in self.dense_layout.items()},
+                "lexical_ranges": [list(r) for r in self.lexical_ranges]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelSpec:
-        return cls(d["num_ids"], tuple(d["fields"]), {k: (v[0], v[1]) for k, v in d["dense_layout"].items()})
+        return cls(d["num_ids"], tuple(d["fields"]), {k: (v[0], v[1]) for k, v in d["dense_layout"].items()},
+                   tuple((a, b) for a, b in d.get("lexical_ranges", [])))
+
+
+def lexical_channel(cfg: ModelConfig, spec: ModelSpec, idf: torch.Tensor | None = None) -> LexicalChannel | None:
+    """The shared lexical channel ``cfg`` asks for (None with 0 buckets)."""
+    if cfg.lexical_buckets == 0:
+        return None
+    return LexicalChannel(spec.num_ids, cfg.lexical_buckets, spec.lexical_ranges, cfg.lexical_beta,
+                          cfg.hash_seed + 2, idf)
+
+
+def entity_tower(cfg: ModelConfig, spec: ModelSpec, lexical: LexicalChannel | None) -> EntityTower:
+    return EntityTower(cfg, spec.num_ids, spec.fields, spec.dense_dim, spec.anchor_slot(cfg), lexical)
 
 
 class TwoTowerModel(nn.Module):
-    """The trained model: a query tower and an entity tower. (The compat tasks' candidate towers
-    are the frozen legacy embeddings themselves: data, not modules.)"""
+    """The trained model: a query tower and an entity tower sharing one lexical channel. (The compat
+    tasks' candidate towers are the frozen legacy embeddings themselves: data, not modules.)
 
-    def __init__(self, cfg: ModelConfig, spec: ModelSpec) -> None:
+    ``idf``: initial lexical token weights (the export loads trained ones instead)."""
+
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec, idf: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.query = build_query_tower(cfg, spec.num_ids)
-        self.entity = EntityTower(cfg, spec.num_ids, spec.fields, spec.dense_dim)
+        lexical = lexical_channel(cfg, spec, idf)
+        self.query = build_query_tower(cfg, spec.num_ids, lexical)
+        self.entity = entity_tower(cfg, spec, lexical)
+
+    @property
+    def out_dim(self) -> int:
+        return self.entity.out_dim

@@ -5,7 +5,7 @@
     manifest.json                    model_version, dim, legacy_dim, created, split, tasks, entity_types
     query_encoder/  config.json      the tower's kind and ModelConfig, the id space
                     model.safetensors
-                    featurizer/      (n-gram tower) vocabularies + manifest, as features/ has them
+                    featurizer/      vocabularies + manifest, as features/ has them (n-gram tower, lexical channel)
                     hf/              (transformer tower) save_pretrained model + tokenizer
     entity_encoder/ config.json, model.safetensors, featurizer/
     embeddings/{pins,products,queries}.parquet   id str, embedding list[float32] (L2-normalised)
@@ -48,6 +48,8 @@ from omnisearchsage.trainer.encoders import (
     QueryTower,
     TransformerQueryTower,
     TwoTowerModel,
+    entity_tower,
+    lexical_channel,
 )
 from omnisearchsage.trainer.loop import checkpoints, read_run_config
 
@@ -66,9 +68,9 @@ _WEIGHTS = "model.safetensors"
 class QueryEncoder:
     """Query text -> float32 [n, dim] L2-normalised embeddings (normalises the text itself)."""
 
-    def __init__(self, tower: QueryTower, featurizer: Featurizer | None, version: str, batch_size: int) -> None:
+    def __init__(self, tower: QueryTower, featurizer: Featurizer, version: str, batch_size: int) -> None:
         self.tower, self.featurizer, self.version, self.batch_size = tower.eval(), featurizer, version, batch_size
-        self.dim = tower.head.out_features if isinstance(tower, TransformerQueryTower) else tower.mlp[-1].out_features
+        self.dim = tower.out_dim
 
     def __repr__(self) -> str:
         return f"QueryEncoder(version={self.version!r}, dim={self.dim}, tower={type(self.tower).__name__})"
@@ -79,11 +81,11 @@ class QueryEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            if self.featurizer is None:
-                emb = self.tower(**self.tower.tokenize(chunk))
-            else:
-                ids, offsets = self.featurizer.encode(chunk)
-                emb = self.tower(torch.from_numpy(ids), torch.from_numpy(offsets))
+            ids, offsets = self.featurizer.encode(chunk)  # the n-gram tower's and the lexical channel's input
+            inputs = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+            if isinstance(self.tower, TransformerQueryTower):
+                inputs |= self.tower.tokenize(chunk)
+            emb = self.tower(**inputs)
             out[start : start + len(chunk)] = emb.float().numpy()
         return out
 
@@ -95,7 +97,7 @@ class EntityEncoder:
                  batch_size: int) -> None:
         self.tower, self.featurizer, self.spec = tower.eval(), featurizer, spec
         self.version, self.batch_size = version, batch_size
-        self.dim = tower.mlp[-1].out_features
+        self.dim = tower.out_dim
 
     def __repr__(self) -> str:
         return f"EntityEncoder(version={self.version!r}, dim={self.dim}, fields={list(self.spec.fields)})"
@@ -137,15 +139,16 @@ def load_query_encoder(export_dir: str | Path) -> QueryEncoder:
 def _load_query_encoder(qdir: Path, version: str) -> QueryEncoder:
     cfg = json.loads((qdir / _ENCODER_CONFIG).read_text(encoding="utf-8"))
     model_cfg = config_from_json(ModelConfig, cfg["model"])
+    lexical = lexical_channel(model_cfg, ModelSpec.from_json(cfg["spec"]))
+    weights = load_file(str(qdir / _WEIGHTS))
     if cfg["kind"] == "transformer":
-        tower: QueryTower = TransformerQueryTower(model_cfg, qdir / "hf")
-        tower.head.load_state_dict({k.removeprefix("head."): v for k, v in load_file(str(qdir / _WEIGHTS)).items()})
-        featurizer = None
+        # The body comes from hf/ (save_pretrained); model.safetensors holds the head and the lexical channel.
+        tower: QueryTower = TransformerQueryTower(model_cfg, qdir / "hf", lexical)
+        weights |= {f"transformer.{k}": v for k, v in tower.transformer.state_dict().items()}
     else:
-        tower = NgramQueryTower(model_cfg, cfg["num_ids"])
-        tower.load_state_dict(load_file(str(qdir / _WEIGHTS)))
-        featurizer = Featurizer.load(qdir / "featurizer")
-    return QueryEncoder(tower, featurizer, version, cfg["batch_size"])
+        tower = NgramQueryTower(model_cfg, cfg["spec"]["num_ids"], lexical)
+    tower.load_state_dict(weights)
+    return QueryEncoder(tower, Featurizer.load(qdir / "featurizer"), version, cfg["batch_size"])
 
 
 def load_entity_encoder(export_dir: str | Path) -> EntityEncoder:
@@ -153,8 +156,8 @@ def load_entity_encoder(export_dir: str | Path) -> EntityEncoder:
     export_dir = Path(export_dir)
     manifest, edir = _manifest(export_dir), export_dir / "entity_encoder"
     cfg = json.loads((edir / _ENCODER_CONFIG).read_text(encoding="utf-8"))
-    spec = ModelSpec.from_json(cfg["spec"])
-    tower = EntityTower(config_from_json(ModelConfig, cfg["model"]), spec.num_ids, spec.fields, spec.dense_dim)
+    spec, model_cfg = ModelSpec.from_json(cfg["spec"]), config_from_json(ModelConfig, cfg["model"])
+    tower = entity_tower(model_cfg, spec, lexical_channel(model_cfg, spec))
     tower.load_state_dict(load_file(str(edir / _WEIGHTS)))
     return EntityEncoder(tower, Featurizer.load(edir / "featurizer"), spec, manifest["model_version"],
                          cfg["batch_size"])
@@ -190,9 +193,21 @@ def load_trained_model(ws: Workspace, name: str) -> tuple[TwoTowerModel, dict[st
     if not found:
         raise OmniError(f"{run / 'checkpoints'}: no checkpoint; train the run first with `omni train --name {name}`")
     weights = load_file(str(found[-1] / _WEIGHTS))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")})
+    load_shared(model, {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")})
     step = json.loads((found[-1] / "state.json").read_text(encoding="utf-8"))["step"]
     return model.eval(), saved, step
+
+
+def load_shared(module: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """``load_state_dict`` for weights saved by safetensors' ``save_model``, which stores a tensor shared
+    by two modules (the lexical channel of both towers) under one of its names only."""
+    state = module.state_dict()
+    result = module.load_state_dict(weights, strict=False)
+    loaded = {state[k].data_ptr() for k in weights}
+    unfilled = [k for k in result.missing_keys if state[k].data_ptr() not in loaded]
+    if unfilled or result.unexpected_keys:
+        raise OmniError(f"checkpoint does not match the model: missing {unfilled[:3]}, "
+                        f"unexpected {result.unexpected_keys[:3]}; retrain the run")
 
 
 def export_run(ws: Workspace, name: str) -> Path:
@@ -223,7 +238,9 @@ def export_run(ws: Workspace, name: str) -> Path:
             "model_version": version,
             "run": name,
             "step": step,
-            "dim": cfg.model.dim,
+            "dim": model.out_dim,
+            "dense_dim": cfg.model.dim,
+            "lexical_buckets": cfg.model.lexical_buckets,
             "legacy_dim": next(iter(set(legacy_dims.values()))) if len(set(legacy_dims.values())) == 1 else None,
             "legacy_dims": legacy_dims,
             "query_encoder": "ngram" if cfg.model.query_encoder == "ngram" else "transformer",
@@ -241,17 +258,18 @@ def _save_query_tower(tower: QueryTower, cfg: TrainConfig, spec: ModelSpec, feat
     """Write the query encoder; returns a short hash of its weights (part of the model version)."""
     out.mkdir(parents=True)
     model_cfg = cfg.to_json()["model"]
+    weights = {k: v.contiguous() for k, v in tower.state_dict().items()}
     if isinstance(tower, TransformerQueryTower):
         tower.transformer.save_pretrained(out / "hf")
         tower.tokenizer.save_pretrained(out / "hf")
         model_cfg["query_encoder"] = "hf"
-        save_file({f"head.{k}": v.contiguous() for k, v in tower.head.state_dict().items()}, str(out / _WEIGHTS))
+        weights = {k: v for k, v in weights.items() if not k.startswith("transformer.")}
         kind = "transformer"
     else:
-        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / _WEIGHTS))
-        featurizer.save(out / "featurizer")
         kind = "ngram"
-    write_json({"kind": kind, "model": model_cfg, "num_ids": spec.num_ids, "dim": cfg.model.dim,
+    save_file(weights, str(out / _WEIGHTS))
+    featurizer.save(out / "featurizer")
+    write_json({"kind": kind, "model": model_cfg, "spec": spec.to_json(), "dim": tower.out_dim,
                 "batch_size": cfg.export_batch_size}, out / _ENCODER_CONFIG)
     digest = hashlib.sha256()
     for path in sorted(out.rglob("*.safetensors")):
@@ -264,7 +282,7 @@ def _save_entity_tower(tower: EntityTower, cfg: TrainConfig, spec: ModelSpec, fe
     out.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / _WEIGHTS))
     featurizer.save(out / "featurizer")
-    write_json({"model": cfg.to_json()["model"], "spec": spec.to_json(), "dim": cfg.model.dim,
+    write_json({"model": cfg.to_json()["model"], "spec": spec.to_json(), "dim": tower.out_dim,
                 "batch_size": cfg.export_batch_size}, out / _ENCODER_CONFIG)
 
 

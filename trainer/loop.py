@@ -23,6 +23,7 @@ and the count-min sketches are rebuilt by replaying the sampler.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -47,9 +48,10 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
+from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
-from omnisearchsage.trainer.encoders import ModelSpec, TwoTowerModel
+from omnisearchsage.trainer.encoders import ModelSpec, TransformerQueryTower, TwoTowerModel
 from omnisearchsage.trainer.lamb import Lamb
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
 from omnisearchsage.validate import validate_workspace
@@ -133,14 +135,20 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     # ---- data: catalogues of token bags, pairs per task, the time split
     validate_workspace(ws, [t for t in (ENGAGEMENTS, PINS, PRODUCTS, FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     featurizer = Featurizer.load(ws.features)
+    cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
-    spec = ModelSpec(featurizer.num_ids, data.fields, data.dense_layout)
+    if not resume:
+        cfg = limit_steps(cfg, data)
+    spec = model_spec(featurizer, data)
 
     # ---- model, loss, optimizer
     torch.manual_seed(cfg.seed)
-    model = TwoTowerModel(cfg.model, spec)
-    criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares)
+    idf = data.lexical_idf(cfg.model.lexical_fields) if cfg.model.lexical_buckets and not resume else None
+    model = TwoTowerModel(cfg.model, spec, idf)
+    criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
     objective = Objective(model, criterion)
+    if isinstance(model.query, TransformerQueryTower) and cfg.pretrained_lr_scale == 0:
+        freeze_query_body(model.query, data, cfg.export_batch_size)
     optimizer = make_optimizer(objective, cfg)
     log.debug("%s", objective)
 
@@ -165,7 +173,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
                 batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
 
                 with accelerator.autocast():
                     loss, parts = objective(batch)
@@ -218,18 +226,59 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def task_prefixes(cfg: TrainConfig, data: TrainingData) -> dict[str, dict[int, float]]:
-    """Matryoshka ``{dim: weight}`` per task; a compat task scores the legacy-width prefix only."""
-    full = dict(zip(cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights))
+def freeze_query_body(tower: TransformerQueryTower, data: TrainingData, batch_size: int) -> None:
+    """Freeze the pretrained body and pool every training query through it once, in eval mode (a
+    frozen body's outputs never change, so each step then runs only the head)."""
+    tower.transformer.requires_grad_(False)
+    tower.transformer.eval()
+    data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
+    tower.transformer.train()
+
+
+def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:
+    """What the features and the data decide about the model (the lexical channel reads unigrams)."""
+    ranges = tuple((int(a), int(b)) for a, b in (featurizer.id_space[k] for k in ("unigram", "oov_unigram")))
+    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, ranges)
+
+
+def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
+    """``cfg`` with ``steps`` cut to ``max_epochs`` of the slowest task (warmup cut to a tenth of them)."""
+    if cfg.max_epochs is None:
+        return cfg
+    steps = min(cfg.steps, data.steps_for_epochs(cfg.max_epochs))
+    if steps < cfg.steps:
+        log.info("training %d steps instead of %d: %g epochs of every task's pairs (max_epochs)",
+                 steps, cfg.steps, cfg.max_epochs)
+    return dataclasses.replace(cfg, steps=steps, warmup_steps=min(cfg.warmup_steps, max(1, steps // 10)))
+
+
+def task_prefixes(cfg: TrainConfig, data: TrainingData, width: int) -> dict[str, dict[int, float]]:
+    """Matryoshka ``{dim: weight}`` per task; the full dimension means the whole ``width``-wide output
+    (the dense part and the lexical channel), a shorter prefix the dense part's first dimensions. A compat
+    task scores the legacy-width prefix only."""
+    full = {(width if d == cfg.model.dim else d): w for d, w in zip(cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights)}
     return {name: ({data.catalogues[t.candidate].legacy_dim: 1.0} if t.frozen else full)
             for name, t in data.tasks.items()}
 
 
 def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (fused) or LAMB; matrices decay, vectors and scalars (norms, biases, temperatures) do not."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    """AdamW (fused) or LAMB; matrices decay, vectors and scalars (norms, biases, temperatures) do not.
+    A pretrained transformer body learns at ``pretrained_lr_scale`` times the rate and an anchored
+    model's residuals and lexical weights at ``anchor_lr_scale`` times it (each group's ``lr_scale``)."""
+    def rate(name: str) -> float:
+        if ".transformer." in f".{name}":
+            return cfg.pretrained_lr_scale
+        anchored = cfg.model.anchor_kind is not None and (".residual." in name or ".head." in name
+                                                          or ".lexical." in name)
+        return cfg.anchor_lr_scale if anchored else 1.0
+
+    scales = {id(p): rate(name) for name, p in module.named_parameters()}
+    groups = []
+    for scale in sorted(set(scales.values()), reverse=True):
+        params = [p for p in module.parameters() if p.requires_grad and scales[id(p)] == scale]
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": scale},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "lamb":
         return Lamb(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)

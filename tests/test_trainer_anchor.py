@@ -1,0 +1,134 @@
+"""Anchoring and the lexical channel: with a recorded legacy encoder, the default model starts as
+that encoder's zero-shot retrieval; the lexical channel is a shared signed-hash tf-idf view; the
+entity tower can read legacy embeddings alone; max_epochs stops a small data set early."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from omnisearchsage.contract import PRODUCTS, Workspace
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.build import build_features
+from omnisearchsage.importers.config import RelevanceImportConfig
+from omnisearchsage.importers.relevance import import_relevance
+from omnisearchsage.trainer.anchor import resolve_query_encoder
+from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
+from omnisearchsage.trainer.export import export_run, load_embeddings, load_query_encoder
+from omnisearchsage.trainer.lexical import LexicalChannel, bag_rows
+from omnisearchsage.trainer.loop import read_run_config, read_summary, train
+
+from .test_import_relevance import write_set
+
+#: Small sketches and batches; lr ~ 0 so a 1-step run keeps its initial weights.
+FROZEN = TrainConfig(steps=1, batch_size=8, lr=1e-12, warmup_steps=1, loss=LossConfig(sketch_width=1024))
+
+
+def _tiny_encoder(out: Path) -> Path:
+    """A 32-wide BERT with a word-level vocabulary: the 'pretrained' text encoder of the tests."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted(set(" ".join(["wool scarf garden hose red running shoes desk lamp sandals oak table usb",
+                                 "cable leather phone case coffee mug straw hat blue"]).split()))
+    out.mkdir(parents=True)
+    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def anchored_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path]:
+    """A relevance set imported with the tiny encoder as --embed-model, features built."""
+    root = tmp_path_factory.mktemp("anchor")
+    encoder = _tiny_encoder(root / "encoder")
+    import_relevance(*write_set(root / "cf"), root / "ws", RelevanceImportConfig(embed_model=str(encoder)))
+    ws = Workspace(root / "ws")
+    build_features(ws)
+    return ws, encoder
+
+
+def test_import_records_the_encoder_and_none_records_nothing(anchored_ws, tmp_path: Path):
+    ws, encoder = anchored_ws
+    record = json.loads(ws.legacy_encoder.read_text())
+    assert record == {"kinds": ["product"], "model": str(encoder.resolve()), "pooling": "mean"}
+    import_relevance(*write_set(tmp_path / "cf"), tmp_path / "ws", RelevanceImportConfig(embed_model="none"))
+    assert not Workspace(tmp_path / "ws").legacy_encoder.exists()
+
+
+def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
+    ws, encoder = anchored_ws
+    train(ws, FROZEN, "anchored")
+    saved = read_run_config(ws.run_dir("anchored"))
+    model = saved["config"]["model"]
+    assert (model["query_encoder"], model["dim"], model["query_head"], model["anchor_kind"], model["entity_mlp"]) \
+        == (str(encoder), 32, "residual", "product", False)
+    assert "compat-product" in saved["tasks"]  # the legacy space is the model's: compat trains
+    export = export_run(ws, "anchored")
+
+    # Products: the dense part is the legacy (encoder) embedding itself.
+    ids, emb = load_embeddings(export, "product")
+    legacy = (pl.read_parquet(ws.path(PRODUCTS)).select("product_id", "legacy_embedding")
+              .join(pl.DataFrame({"product_id": ids}), on="product_id", how="right"))
+    legacy = np.stack(legacy["legacy_embedding"].to_list())
+    dense = emb[:, :32] / np.linalg.norm(emb[:, :32], axis=1, keepdims=True)
+    np.testing.assert_allclose(dense, legacy / np.linalg.norm(legacy, axis=1, keepdims=True), atol=1e-4)
+
+    # Queries: the dense part is the encoder's mean-pooled output, as sentence-transformers computes it.
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["red shoes", "blue hat", "wool scarf"]
+    q = load_query_encoder(export).encode(texts)[:, :32]
+    zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(q / np.linalg.norm(q, axis=1, keepdims=True), zero_shot, atol=1e-4)
+
+
+def test_auto_without_a_usable_record_is_the_ngram_tower(anchored_ws, tiny_ws_copy: Workspace):
+    assert resolve_query_encoder(tiny_ws_copy, TrainConfig()).model.query_encoder == "ngram"
+    tiny_ws_copy.legacy_encoder.write_text(json.dumps({"kinds": ["product"], "model": "/nowhere", "pooling": "mean"}))
+    with pytest.raises(OmniError, match="/nowhere"):  # a named encoder that is gone is an error, not a silent switch
+        resolve_query_encoder(tiny_ws_copy, TrainConfig())
+    tiny_ws_copy.legacy_encoder.write_text("{}")
+    with pytest.raises(OmniError, match="legacy_encoder.json: not a legacy-encoder record"):
+        resolve_query_encoder(tiny_ws_copy, TrainConfig())
+    ws, _ = anchored_ws
+    assert resolve_query_encoder(ws, TrainConfig(model=ModelConfig(use_legacy=False))).model.query_encoder == "ngram"
+
+
+def test_lexical_channel_is_a_shared_signed_hash_of_unigrams_only():
+    channel = LexicalChannel(num_ids=100, buckets=4096, ranges=[(0, 50)], init_beta=0.5, seed=1)
+    # Bags: {1, 2, 3}, {3, 2, 1} (same words), {4, 5} (other words), {1, 2, 3, 60, 61} (+ non-unigram ids).
+    ids = torch.tensor([1, 2, 3, 3, 2, 1, 4, 5, 1, 2, 3, 60, 61])
+    offsets = torch.tensor([0, 3, 6, 8])
+    out = channel(ids, bag_rows(offsets, len(ids)), 4)
+    assert torch.allclose(out.norm(dim=1), torch.full((4,), 0.5))
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[0], out[3])
+    assert (out[0] @ out[2]).abs() < 1e-6  # no shared word, no collision among 4,096 buckets
+    empty = channel(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 2)
+    assert torch.equal(empty, torch.zeros(2, 4096))
+
+
+def test_legacy_only_entity_tower_trains_and_no_input_at_all_is_refused(tiny_ws_copy: Workspace):
+    build_features(tiny_ws_copy)
+    small = replace(FROZEN, steps=2, lr=1e-3, model=ModelConfig(token_dim=16, hash_rows=512, entity_fields=()))
+    run = train(tiny_ws_copy, small, "continuous")
+    assert read_run_config(run)["spec"]["fields"] == [] and read_summary(run)["steps"] == 2
+    with pytest.raises(OmniError, match="entity_fields is empty and legacy embeddings are off"):
+        train(tiny_ws_copy, replace(small, model=replace(small.model, use_legacy=False)), "nothing")
+
+
+def test_max_epochs_stops_a_small_data_set_early(anchored_ws):
+    ws, _ = anchored_ws
+    run = train(ws, replace(FROZEN, steps=500, batch_size=2, lr=1e-3, max_epochs=2.0), "epochs")
+    # One training pair per task, one pair per task per step: two epochs are two steps (not 500),
+    # and the warmup shrinks with them.
+    config = read_run_config(run)["config"]
+    assert read_summary(run)["steps"] == config["steps"] == 2 and config["warmup_steps"] == 1
