@@ -42,8 +42,9 @@ def train_cmd(
         show_default=False)] = None,
     legacy: Annotated[bool, typer.Option(
         help="Feed legacy pin/product embeddings to the entity tower (--no-legacy ablates them).")] = _M.use_legacy,
-    lexical_buckets: Annotated[int, typer.Option(
-        help="Buckets of the lexical channel both towers append (0: none).")] = _M.lexical_buckets,
+    lexical_buckets: Annotated[int | None, typer.Option(
+        help="Buckets of the lexical channel both towers append (0: none); default: 256 when --query-encoder "
+             "auto anchors the model, else none.", show_default=False)] = _M.lexical_buckets,
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,

@@ -48,7 +48,7 @@ def test_embed_returns_exactly_the_exported_query_embeddings(export_dir: Path) -
     client = TestClient(create_app(export_dir, ServeConfig()))
     manifest = json.loads((export_dir / "manifest.json").read_text())
     health = client.get("/healthz").json()
-    assert health["model_version"] == manifest["model_version"] and health["dim"] == manifest["dim"] == 32 + 256
+    assert health["model_version"] == manifest["model_version"] and health["dim"] == manifest["dim"] == 32
     ids, emb = load_embeddings(export_dir, "query")
     body = client.post("/embed", json={"queries": ids[:8]}).json()
     assert body["model_version"] == manifest["model_version"]

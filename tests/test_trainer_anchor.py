@@ -68,8 +68,8 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
     train(ws, FROZEN, "anchored")
     saved = read_run_config(ws.run_dir("anchored"))
     model = saved["config"]["model"]
-    assert (model["query_encoder"], model["dim"], model["query_head"], model["anchor_kind"], model["entity_mlp"]) \
-        == (str(encoder), 32, "residual", "product", False)
+    assert (model["query_encoder"], model["dim"], model["query_head"], model["anchor_kind"], model["entity_mlp"],
+            model["lexical_buckets"]) == (str(encoder), 32, "residual", "product", False, 256)
     assert "compat-product" in saved["tasks"]  # the legacy space is the model's: compat trains
     export = export_run(ws, "anchored")
 
@@ -91,7 +91,8 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
 
 
 def test_auto_without_a_usable_record_is_the_ngram_tower(anchored_ws, tiny_ws_copy: Workspace):
-    assert resolve_query_encoder(tiny_ws_copy, TrainConfig()).model.query_encoder == "ngram"
+    plain = resolve_query_encoder(tiny_ws_copy, TrainConfig()).model
+    assert (plain.query_encoder, plain.lexical_buckets, plain.entity_mlp) == ("ngram", 0, True)
     tiny_ws_copy.legacy_encoder.write_text(json.dumps({"kinds": ["product"], "model": "/nowhere", "pooling": "mean"}))
     with pytest.raises(OmniError, match="/nowhere"):  # a named encoder that is gone is an error, not a silent switch
         resolve_query_encoder(tiny_ws_copy, TrainConfig())

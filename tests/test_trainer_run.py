@@ -34,7 +34,9 @@ runner = CliRunner()
 # Small towers and sketches: the tests check behaviour, not quality.
 SMALL = TrainConfig(
     steps=20, batch_size=48, warmup_steps=5, log_every=1, checkpoint_every=10, lr=5e-3,
-    model=ModelConfig(dim=256, token_dim=16, hash_rows=2048, entity_hidden=(32,), query_hidden=(32,)),
+    # The lexical channel on (it is off by default for an n-gram model) so export tests cover it.
+    model=ModelConfig(dim=256, token_dim=16, hash_rows=2048, entity_hidden=(32,), query_hidden=(32,),
+                      lexical_buckets=256),
     loss=LossConfig(sketch_width=4096, matryoshka_dims=(8, 256), matryoshka_weights=(0.1, 1.0)),
 )
 

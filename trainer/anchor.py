@@ -13,6 +13,8 @@ by a text encoder that is installed here, ``query_encoder="auto"`` anchors the m
   hundred queries only teach it the training products;
 * the residuals and the lexical weights learn at ``anchor_lr_scale`` times the rate;
 
+* the lexical channel is on (``lexical_buckets`` None means 256 here, 0 otherwise);
+
 so at step 0 the model *is* the encoder's zero-shot retrieval (plus the lexical channel), and
 training moves it only as far as the data supports: weight decay pulls both residuals back to the
 identity. Without such a record (the sample world's legacy embeddings come from no text encoder),
@@ -39,13 +41,20 @@ from omnisearchsage.trainer.config import TrainConfig
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+#: Lexical buckets of an anchored model (``ModelConfig.lexical_buckets`` None); 256 score as 2,048 do
+#: on CrowdFlower.
+ANCHORED_LEXICAL_BUCKETS = 256
 
 
 def resolve_query_encoder(ws: Workspace, cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``query_encoder="auto"`` replaced by what it means for ``ws`` (see the module doc)."""
+    """``cfg`` with ``query_encoder="auto"`` and ``lexical_buckets=None`` replaced by what they mean for
+    ``ws`` (see the module doc)."""
+    anchored = _anchor(ws, cfg) if cfg.model.query_encoder == AUTO else None
+    buckets = cfg.model.lexical_buckets
+    if buckets is None:
+        cfg = replace(cfg, model=replace(cfg.model, lexical_buckets=ANCHORED_LEXICAL_BUCKETS if anchored else 0))
     if cfg.model.query_encoder != AUTO:
         return cfg
-    anchored = _anchor(ws, cfg)
     if anchored is None:
         return replace(cfg, model=replace(cfg.model, query_encoder="ngram"))
     kind, model_dir, width = anchored

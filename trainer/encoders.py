@@ -276,7 +276,7 @@ class ModelSpec:
 
 def lexical_channel(cfg: ModelConfig, spec: ModelSpec, idf: torch.Tensor | None = None) -> LexicalChannel | None:
     """The shared lexical channel ``cfg`` asks for (None with 0 buckets)."""
-    if cfg.lexical_buckets == 0:
+    if not cfg.lexical_buckets:  # 0, or None (= 0 unless anchoring resolved it)
         return None
     return LexicalChannel(spec.num_ids, cfg.lexical_buckets, spec.lexical_ranges, cfg.lexical_beta,
                           cfg.hash_seed + 2, idf)
