@@ -10,15 +10,42 @@ which case readers see it as all null. Non-nullable columns must be present.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+
+from omnisearchsage.errors import OmniError
 
 ENV_WORKSPACE = "OMNI_WORKSPACE"
 
 ENTITY_TYPES = ("pin", "product", "query")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A training and evaluation task: the query tower against one kind of candidate.
+
+    ``frozen``: the candidates are the frozen legacy embeddings (the paper's compatibility tasks).
+    """
+
+    name: str
+    entity_type: str
+    frozen: bool = False
+
+
+#: Every task the trainer knows and evaluation measures: the query tower against pins, products,
+#: related queries, and against the frozen legacy pin / product embeddings (compatibility).
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("query-pin", "pin"),
+    Task("query-product", "product"),
+    Task("query-query", "query"),
+    Task("compat-pin", "pin", frozen=True),
+    Task("compat-product", "product", frozen=True),
+)}
 #: Actions the toolkit knows; other action strings are allowed and get weight 0
 #: in engaged-query scoring unless configured.
 ACTIONS = ("save", "long_click", "click", "add_to_cart", "checkout")
@@ -292,14 +319,127 @@ class Workspace:
         """Ground truth the synthetic generator knows (topics); never read by training."""
         return self.root / "truth"
 
+    @property
+    def split_file(self) -> Path:
+        """The time split, decided once per workspace and read by every stage (``split.py``)."""
+        return self.root / "raw" / "split.json"
+
+    def run(self, name: str) -> RunLayout:
+        return RunLayout(self.root / "runs" / name)
+
     def run_dir(self, name: str) -> Path:
-        return self.root / "runs" / name
+        return self.run(name).root
 
     def export_dir(self, name: str) -> Path:
-        return self.run_dir(name) / "export"
+        return self.run(name).export.root
 
     def eval_dir(self, name: str) -> Path:
-        return self.run_dir(name) / "eval"
+        return self.run(name).eval
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
+
+
+# ---------------------------------------------------------------- run and export layouts
+class ExportLayout:
+    """Files of an exported model (``runs/NAME/export/``, or any folder ``omni serve`` is given)::
+
+        manifest.json                         model_version, dim, split, tasks, entity_types, ...
+        query_encoder/  config.json, model.safetensors, featurizer/, hf/ (transformer tower)
+        entity_encoder/ config.json, model.safetensors, featurizer/
+        embeddings/{pins,products,queries}.parquet     id str, embedding list[float32]
+    """
+
+    #: Inside each encoder folder.
+    ENCODER_CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+    FEATURIZER = "featurizer"
+    HF = "hf"
+    #: Embedding files per entity type, under ``embeddings/``.
+    EMBEDDING_FILES = {"pin": "pins.parquet", "product": "products.parquet", "query": "queries.parquet"}
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def query_encoder(self) -> Path:
+        return self.root / "query_encoder"
+
+    @property
+    def entity_encoder(self) -> Path:
+        return self.root / "entity_encoder"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    def embeddings(self, entity_type: str) -> Path:
+        if entity_type not in self.EMBEDDING_FILES:
+            raise OmniError(f"unknown entity type {entity_type!r}; choose one of {', '.join(self.EMBEDDING_FILES)}")
+        return self.embeddings_dir / self.EMBEDDING_FILES[entity_type]
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The export's manifest; the one reader every stage uses."""
+        if not self.manifest.is_file():
+            raise OmniError(f"{self.manifest}: missing; export the run first with `omni export RUN`")
+        try:
+            return json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise OmniError(f"{self.manifest}: unreadable ({e}); re-export the run") from None
+
+
+class RunLayout:
+    """Files of one training run (``runs/NAME/``); the names are also class constants for code that
+    joins them onto a run folder itself."""
+
+    CONFIG = "config.json"  # the TrainConfig, model spec and data facts (--resume and export read it)
+    METRICS = "metrics.jsonl"  # one JSON line per logged step
+    SUMMARY = "summary.json"  # written when training finishes
+    CHECKPOINTS = "checkpoints"  # step-NNNNNNN/ folders
+    #: Inside a checkpoint folder.
+    CHECKPOINT_WEIGHTS = "model.safetensors"
+    CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+    CHECKPOINT_STATE = "state.json"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / self.METRICS
+
+    @property
+    def summary(self) -> Path:
+        return self.root / self.SUMMARY
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / self.CHECKPOINTS
+
+    @property
+    def export(self) -> ExportLayout:
+        return ExportLayout(self.root / "export")
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def results(self) -> Path:
+        return self.eval / "results.json"
+
+    @property
+    def report(self) -> Path:
+        return self.eval / "report.html"
+
+    @property
+    def ablations(self) -> Path:
+        return self.eval / "ablations.md"

@@ -5,18 +5,28 @@ r"""The time split that keeps evaluation honest (the paper's protocol).
 
 ``train_end`` is the *cutoff*: engaged-query features, vocabularies and training
 pairs only see events before it; evaluation pairs come from the test window only.
-By default the split is anchored at the last engagement in the workspace, so the
-same workspace always gives the same split.
+
+The split is decided once per workspace and recorded in ``raw/split.json``: by the importer
+(which places its pairs by it), else by the first stage that needs it, anchored at the last
+engagement. Every later stage reads the record, so enrichment, features, training and evaluation
+can never use different splits. Asking for another split is an error that says what to do; logs
+appended later stay outside the recorded windows, with a warning.
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 
+from omnisearchsage.atomic import write_json
 from omnisearchsage.contract import ENGAGEMENTS, Workspace
 from omnisearchsage.errors import OmniError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,15 +62,55 @@ class TimeSplit:
         return cls.from_test_end(cutoff + timedelta(days=cfg.gap_days + cfg.test_days), cfg)
 
     @classmethod
-    def for_workspace(cls, ws: Workspace, cfg: SplitConfig = SplitConfig()) -> TimeSplit:
-        """Anchor the test window's end just after the workspace's last engagement."""
-        path = ws.path(ENGAGEMENTS)
-        if not path.exists():
-            raise OmniError(f"{path}: missing (needed to place the time split)")
-        last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchall()[0][0]
-        if last is None:
-            raise OmniError(f"{path}: no engagements, cannot place the time split")
-        return cls.from_test_end(last + timedelta(microseconds=1), cfg)
+    def for_workspace(cls, ws: Workspace, cfg: SplitConfig | None = None) -> TimeSplit:
+        """The workspace's split: the recorded one, else placed now (test window ending just after
+        the last engagement) and recorded. ``cfg``: the sizes a caller asks for; None accepts the
+        recorded ones, and a different request is an error rather than a silent second split."""
+        last = last_engagement(ws)
+        if ws.split_file.exists():
+            record = _read_record(ws)
+            recorded_cfg = SplitConfig(**record["config"])
+            if cfg is not None and cfg != recorded_cfg:
+                raise OmniError(f"{ws.split_file}: the workspace's split is {recorded_cfg}, not the requested {cfg}; "
+                                f"delete {ws.split_file} and rebuild enrich/ and features/ to change it")
+            split = cls(**{k: datetime.fromisoformat(v) for k, v in record["split"].items()})
+            if last >= split.test_end:
+                log.warning("%s ends %s, after the recorded split's test window [%s, %s): those engagements are "
+                            "in no window (delete %s and rebuild enrich/ and features/ to place the split again)",
+                            ws.path(ENGAGEMENTS), last, split.test_start, split.test_end, ws.split_file)
+            return split
+        cfg = cfg or SplitConfig()
+        split = cls.from_test_end(last + timedelta(microseconds=1), cfg)
+        split.record(ws, cfg)
+        log.info("placed the time split (cutoff %s, test [%s, %s)) and recorded it in %s",
+                 split.cutoff, split.test_start, split.test_end, ws.split_file)
+        return split
+
+    def record(self, ws: Workspace, cfg: SplitConfig) -> None:
+        """Write ``raw/split.json``: the sizes, the boundaries and the last engagement they were placed on."""
+        write_json({"config": asdict(cfg), "split": self.to_json(),
+                    "last_engagement": last_engagement(ws).isoformat()}, ws.split_file)
 
     def to_json(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in asdict(self).items()}
+
+
+def last_engagement(ws: Workspace) -> datetime:
+    """The newest engagement timestamp: the anchor of a placed split and the check of a recorded one."""
+    path = ws.path(ENGAGEMENTS)
+    if not path.exists():
+        raise OmniError(f"{path}: missing (needed to place the time split)")
+    last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchall()[0][0]
+    if last is None:
+        raise OmniError(f"{path}: no engagements, cannot place the time split")
+    return last
+
+
+def _read_record(ws: Workspace) -> dict[str, Any]:
+    try:
+        record = json.loads(ws.split_file.read_text(encoding="utf-8"))
+        SplitConfig(**record["config"])
+        return record
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise OmniError(f"{ws.split_file}: unreadable split record ({e}); delete it to place the split again") \
+            from None

@@ -33,9 +33,9 @@ import numpy as np
 import psutil
 import torch
 
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.index import ExactIndex
-from omnisearchsage.retrieval.scoring import EmbeddingScorer, rank_pairs
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.scoring import EmbeddingScorer, rank_pairs
+from omnisearchsage.search.index import ExactIndex
 
 MB = 1024**2
 K = 10

@@ -145,7 +145,7 @@ def _vocab_child(ws: Workspace) -> dict[str, Any]:
     cfg = FeatureConfig()
     out: dict[str, Any] = {}
     t0 = t = time.perf_counter()
-    sources = load_sources(ws, cfg, TimeSplit.for_workspace(ws, cfg.split))
+    sources = load_sources(ws, cfg, TimeSplit.for_workspace(ws))
     out["validate_and_read_s"] = time.perf_counter() - t
     t = time.perf_counter()
     corpus = training_corpus(sources)

@@ -52,10 +52,9 @@ import polars as pl
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnisearchsage.contract import ENGAGEMENTS, Workspace
-from omnisearchsage.retrieval.cache import CachedEncoder, QueryCache
-from omnisearchsage.retrieval.service import resolve_export
-from omnisearchsage.trainer.export import EMBEDDING_FILES
+from omnisearchsage.contract import ENGAGEMENTS, ExportLayout, Workspace
+from omnisearchsage.serving.cache import CachedEncoder, QueryCache
+from omnisearchsage.serving.launch import resolve_export
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def head_queries(export_dir: Path, n: int) -> list[str]:
         )
         return df["query"].to_list()
     return (
-        pl.read_parquet(export_dir / "embeddings" / EMBEDDING_FILES["query"], columns=["id"])["id"]
+        pl.read_parquet(ExportLayout(export_dir).embeddings("query"), columns=["id"])["id"]
         .head(n)
         .to_list()
     )
@@ -147,7 +146,7 @@ def baseline(export_dir: Path, heads: list[str], cfg: BenchConfig) -> dict[str, 
     """The exported encoder called directly, one query per call; then behind the cache."""
     import torch
 
-    from omnisearchsage.trainer.export import load_query_encoder
+    from omnisearchsage.model.io import load_query_encoder
 
     torch.set_num_threads(1)
     encoder = load_query_encoder(export_dir)

@@ -27,9 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_training_data
-from omnisearchsage.trainer.encoders import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.loop import Objective, lr_at, make_optimizer, task_prefixes
 from omnisearchsage.trainer.loss import MultiTaskLoss
 

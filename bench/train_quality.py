@@ -26,10 +26,10 @@ import polars as pl
 import torch
 
 from omnisearchsage.contract import ENGAGEMENTS, Workspace
+from omnisearchsage.evaluation.baselines import BM25Scorer, entity_texts
 from omnisearchsage.features.text import normalize_expr
-from omnisearchsage.retrieval.baselines import BM25Scorer, entity_texts
+from omnisearchsage.model.io import load_embeddings, load_query_encoder
 from omnisearchsage.split import TimeSplit
-from omnisearchsage.trainer.export import load_embeddings, load_query_encoder
 from omnisearchsage.validate import read_table
 
 ACTIONS = {"pin": ("save", "long_click"), "product": ("click", "add_to_cart", "checkout")}

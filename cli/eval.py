@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.evaluation.config import BASELINES, EvalConfig
 from omnisearchsage.importers.config import RelevanceImportConfig
-from omnisearchsage.retrieval.config import BASELINES, AblationConfig, EvalConfig
+from omnisearchsage.orchestration.config import AblationConfig
 
 _E, _A, _I = EvalConfig(), AblationConfig(), RelevanceImportConfig()
 import_app = typer.Typer(help="Turn an external data set into a workspace.", no_args_is_help=True)
@@ -120,19 +121,21 @@ def eval_cmd(
     on a workspace made by `omni import relevance` it also reports that set's metrics
     (pair and query Recall@10, nDCG@10) beside its reference figures.
     """
-    from omnisearchsage.retrieval.evaluate import evaluate_run
+    from omnisearchsage.evaluation.run import evaluate_run
+    from omnisearchsage.orchestration.ablations import Ablations
 
     chosen = () if baselines.strip() == "none" else tuple(b.strip() for b in baselines.split(",") if b.strip())
     unknown = [b for b in chosen if b not in BASELINES]
     if unknown:
         raise typer.BadParameter(f"unknown baseline(s) {', '.join(unknown)}", param_hint="--baselines")
     cfg = EvalConfig(index_size=index_size, max_pairs_per_set=max_pairs, topk=topk, baselines=chosen,
-                     ann=_E.ann if ann else (), seed=seed, ablations=ablations,
-                     ablation=replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain))
+                     ann=_E.ann if ann else (), seed=seed)
+    extra = [Ablations(run, replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain))] \
+        if ablations else []
     w = workspace(ws)
-    results = evaluate_run(w, run, cfg, topk_out)
+    results = evaluate_run(w, run, cfg, topk_out, extra=extra)
     print_results(results)
-    typer.echo(f"wrote {w.eval_dir(run) / 'results.json'}")
+    typer.echo(f"wrote {w.run(run).results}")
     if topk_out is not None:
         typer.echo(f"wrote {topk_out}")
 
@@ -142,7 +145,7 @@ def report_cmd(
     ws: WorkspaceOpt = None,
 ) -> None:
     """Write runs/RUN/eval/report.html (self-contained, offline) and report.md: loss, Recall@K, tables."""
-    from omnisearchsage.retrieval.report import write_report
+    from omnisearchsage.evaluation.report import write_report
 
     typer.echo(f"wrote {write_report(workspace(ws), run)}")
 

@@ -29,7 +29,7 @@ def pipeline(
     Stages whose outputs exist are skipped unless --redo, so an interrupted pipeline resumes.
     """
     from omnisearchsage.cli.eval import print_results
-    from omnisearchsage.pipeline import PipelineConfig, StageResult, run_pipeline
+    from omnisearchsage.orchestration.pipeline import PipelineConfig, StageResult, run_pipeline
 
     w = workspace(ws)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
-from omnisearchsage.retrieval.serve_config import INDEX_BACKENDS, ServeConfig
+from omnisearchsage.serving.config import INDEX_BACKENDS, ServeConfig
 
 _D = ServeConfig()
 
@@ -49,7 +49,7 @@ def serve(
     if index not in INDEX_BACKENDS:
         raise typer.BadParameter(f"must be one of {', '.join(INDEX_BACKENDS)}", param_hint="--index")
     # Imported here: the service pulls in torch and FastAPI, which `omni --help` should not pay for.
-    from omnisearchsage.retrieval import service
+    from omnisearchsage.serving import launch as service
 
     export_dir = service.resolve_export(export, workspace(ws))
     cfg = ServeConfig(

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
-from omnisearchsage.trainer.config import TASKS, ModelConfig, TrainConfig
+from omnisearchsage.contract import TASKS, ExportLayout
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.trainer.config import TrainConfig
 
 _D, _M = TrainConfig(), ModelConfig()
 
@@ -87,14 +89,12 @@ def export_cmd(
 ) -> None:
     """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
 
-    Loadable with omnisearchsage.trainer.export.load_query_encoder / load_embeddings.
+    Loadable without the trainer: omnisearchsage.model.io.load_query_encoder / load_embeddings.
     """
-    import json
-
-    from omnisearchsage.trainer.export import MANIFEST, export_run
+    from omnisearchsage.trainer.export import export_run
 
     out = export_run(workspace(workspace_dir), run)
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    manifest = ExportLayout(out).read_manifest()
     typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
                f"embeddings of {', '.join(manifest['entity_types'])}")
     typer.echo(f"wrote {out}")

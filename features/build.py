@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omnisearchsage.atomic import atomic_path
@@ -35,7 +34,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.features.config import FeatureConfig
-from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.features.featurizer import Featurizer, id_lists
 from omnisearchsage.features.sources import load_sources, training_corpus
 from omnisearchsage.features.vocab import build_vocabularies
 from omnisearchsage.progress import progress_bar
@@ -53,7 +52,7 @@ _TABLES: dict[str, tuple[TableSchema, tuple[str, ...]]] = {
 def build_features(ws: Workspace, cfg: FeatureConfig | None = None) -> dict[str, Any]:
     """Build ``ws/features`` and return its manifest (config, id space and the build's stats)."""
     cfg = cfg or FeatureConfig()
-    split = TimeSplit.for_workspace(ws, cfg.split)
+    split = TimeSplit.for_workspace(ws)
     sources = load_sources(ws, cfg, split)
     corpus = training_corpus(sources)
     log.info("counting tokens over %d distinct training-window texts", corpus.height)
@@ -101,9 +100,9 @@ def _write_table(featurizer: Featurizer, frame: pl.DataFrame, schema: TableSchem
             columns = [chunk.get_column(id_col).cast(pl.Utf8)]
             for name in fields:
                 if name in chunk.columns:
-                    ids = encode_field(featurizer, chunk.get_column(name))
+                    ids = featurizer.encode_field(chunk.get_column(name))
                 else:
-                    ids = _list_column(np.empty(0, np.int64), np.zeros(chunk.height, np.int64))
+                    ids = id_lists(np.empty(0, np.int64), np.zeros(chunk.height, np.int64))
                 non_empty[name] += int((ids.list.len() > 0).sum())
                 columns.append(ids.alias(name))
             table = pl.DataFrame(columns).to_arrow()
@@ -117,26 +116,3 @@ def _write_table(featurizer: Featurizer, frame: pl.DataFrame, schema: TableSchem
     rows = frame.height
     log.info("features/%s.parquet: %d rows", schema.name, rows)
     return {"rows": rows, "field_coverage": {f: (n / rows if rows else 0.0) for f, n in non_empty.items()}}
-
-
-def encode_field(featurizer: Featurizer, texts: pl.Series) -> pl.Series:
-    """A text column (``str``, or ``list[str]`` whose elements are encoded one by one and
-    concatenated, so no bigram spans two board titles) as a ``list[int32]`` of global ids."""
-    if isinstance(texts.dtype, pl.List):
-        elements = texts.list.drop_nulls()
-        per_row = elements.list.len().fill_null(0).to_numpy()
-        ids, offsets = featurizer.encode_series(elements.explode().drop_nulls())
-        element_lengths = np.diff(np.append(offsets, ids.size))
-        owner = np.repeat(np.arange(texts.len()), per_row)
-        lengths = np.bincount(owner, weights=element_lengths, minlength=texts.len()).astype(np.int64)
-    else:
-        ids, offsets = featurizer.encode_series(texts)
-        lengths = np.diff(np.append(offsets, ids.size))
-    return _list_column(ids, lengths)
-
-
-def _list_column(ids: np.ndarray, lengths: np.ndarray) -> pl.Series:
-    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32)))
-    return pl.Series(arr).cast(pl.List(pl.Int32))

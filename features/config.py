@@ -8,12 +8,11 @@ serving time goes through exactly the limits the tables were built with.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from omnisearchsage.contract import PIN_FIELDS, PRODUCT_FIELDS, VOCAB_KINDS
 from omnisearchsage.errors import OmniError
-from omnisearchsage.split import SplitConfig
 
 #: Tables ``omni features build`` can write (features/<name>.parquet).
 FEATURE_TABLES = ("pins", "products", "queries")
@@ -55,7 +54,6 @@ class FeatureConfig:
     #: ``Featurizer.encode`` tokenises batches up to this size in Python (microseconds per
     #: query, no frame set-up) and larger ones with Polars expressions; both give the same ids.
     python_batch_max: int = 64
-    split: SplitConfig = field(default_factory=SplitConfig)
 
     def vocab_cap(self, kind: str) -> int:
         """The vocabulary cap of tokenizer ``kind`` (one of ``VOCAB_KINDS``)."""
@@ -83,8 +81,6 @@ class FeatureConfig:
         for k in ("tables", "pin_fields", "product_fields"):
             if k in kw:
                 kw[k] = tuple(kw[k])
-        if "split" in kw:
-            kw["split"] = SplitConfig(**kw["split"])
         return cls(**kw)
 
     def __post_init__(self) -> None:

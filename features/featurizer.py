@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import VOCAB_KINDS
@@ -116,31 +117,49 @@ class Featurizer:
         return directory
 
     # ------------------------------------------------------------ encoding
-    def encode(self, texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: Sequence[str | None], normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Flat int64 global ids and int64 start offsets (one per text), EmbeddingBag layout.
 
-        Normalises internally; a text without tokens gets an empty bag.
+        Normalises the texts unless the caller already did (``normalized``: the query encoder
+        normalises once for its featurizer and its transformer tokenizer alike); a text without
+        tokens gets an empty bag.
         """
         texts = list(texts)
         if len(texts) <= self.cfg.python_batch_max and all(python_path_agrees(t) for t in texts):
-            return self._encode_python(texts)
-        return self.encode_series(_to_series(texts))
+            return self._encode_python(texts, normalized)
+        return self.encode_series(_to_series(texts), normalized)
 
-    def encode_series(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    def encode_field(self, texts: pl.Series, normalized: bool = False) -> pl.Series:
+        """A text column (``str``, or ``list[str]`` whose elements are encoded one by one and
+        concatenated, so no bigram spans two board titles) as a ``list[int32]`` of global ids: the
+        features tables' layout, for a field of entities given as text."""
+        if isinstance(texts.dtype, pl.List):
+            elements = texts.list.drop_nulls()
+            per_row = elements.list.len().fill_null(0).to_numpy()
+            ids, offsets = self.encode_series(elements.explode().drop_nulls(), normalized)
+            element_lengths = np.diff(np.append(offsets, ids.size))
+            owner = np.repeat(np.arange(texts.len()), per_row)
+            lengths = np.bincount(owner, weights=element_lengths, minlength=texts.len()).astype(np.int64)
+        else:
+            ids, offsets = self.encode_series(texts, normalized)
+            lengths = np.diff(np.append(offsets, ids.size))
+        return id_lists(ids, lengths)
+
+    def encode_series(self, texts: pl.Series, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`encode` for a Polars string Series (the vectorised path), in batches."""
         ids: list[np.ndarray] = []
         offsets: list[np.ndarray] = []
         done = 0
         for start in range(0, max(texts.len(), 1), self.cfg.batch_rows):
-            chunk_ids, chunk_offsets = self._encode_polars(texts.slice(start, self.cfg.batch_rows))
+            chunk_ids, chunk_offsets = self._encode_polars(texts.slice(start, self.cfg.batch_rows), normalized)
             ids.append(chunk_ids)
             offsets.append(chunk_offsets + done)
             done += chunk_ids.size
         return np.concatenate(ids), np.concatenate(offsets)
 
-    def _encode_polars(self, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_polars(self, texts: pl.Series, normalized: bool) -> tuple[np.ndarray, np.ndarray]:
         parts = []
-        for kind, frame in token_frames(texts, self.cfg).items():
+        for kind, frame in token_frames(texts, self.cfg, normalized).items():
             found = frame.join(self._join[kind], on="token", how="left", maintain_order="left")
             missing = found.filter(pl.col("id").is_null())
             if missing.height and self.cfg.use_oov:
@@ -155,13 +174,13 @@ class Featurizer:
             parts.append((found.get_column("row").to_numpy(), found.get_column("id").to_numpy()))
         return _merge_rows(parts, texts.len())
 
-    def _encode_python(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_python(self, texts: list[str | None], normalized: bool) -> tuple[np.ndarray, np.ndarray]:
         lookup = self._lookup()
         ids: list[int] = []
         offsets: list[int] = []
         for text in texts:
             offsets.append(len(ids))
-            for kind, tokens in zip(VOCAB_KINDS, tokenize(text, self.cfg)):
+            for kind, tokens in zip(VOCAB_KINDS, tokenize(text, self.cfg, normalized)):
                 table = lookup[kind]
                 for token in tokens:
                     i = table.get(token)
@@ -206,3 +225,11 @@ def _merge_rows(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.
     offsets = np.zeros(n, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n)[:-1], out=offsets[1:])
     return ids[order].astype(np.int64, copy=False), offsets
+
+
+def id_lists(ids: np.ndarray, lengths: np.ndarray) -> pl.Series:
+    """Flat ids cut into rows of ``lengths`` ids, as a ``list[int32]`` Series (the features tables' dtype)."""
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32)))
+    return pl.Series(arr).cast(pl.List(pl.Int32))

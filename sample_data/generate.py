@@ -610,6 +610,8 @@ def generate_world(out: str | Path, size: str = "tiny", seed: int = 0, *, overwr
             queries = _queries(world, ws, stats, stack)
         with _timed(stats, "engagements"):
             _engagements(world, ws, queries, pins, products, stats, stack)
+    # New engagements: the first stage that needs the time split places it on them.
+    ws.split_file.unlink(missing_ok=True)
     stats.seconds = round(time.perf_counter() - t0, 2)
     log.info("generated %d pins, %d products, %d engagements in %.1f s",
              stats.pins, stats.products, stats.engagements, stats.seconds)

@@ -3,13 +3,13 @@ tables put the paper's figures beside ours (training is replaced by fake models 
 the real run is ``omni eval RUN --ablations``)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from omnisearchsage.errors import OmniError
-from omnisearchsage.retrieval import ablations
-from omnisearchsage.retrieval.ablations import (
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.evaluate import evaluate
+from omnisearchsage.orchestration import ablations
+from omnisearchsage.orchestration.ablations import (
     COMPAT_ONLY,
     NO_CAPTIONS,
     SINGLE_TASK,
@@ -20,8 +20,7 @@ from omnisearchsage.retrieval.ablations import (
     variant_config,
     variants_for,
 )
-from omnisearchsage.retrieval.config import AblationConfig, EvalConfig
-from omnisearchsage.retrieval.evaluate import evaluate
+from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
 
 from .test_eval_run import fake_model
@@ -29,7 +28,7 @@ from .test_eval_run import fake_model
 
 def test_variant_configs_change_one_thing_and_share_the_budget():
     base = TrainConfig(steps=5000, batch_size=1024)
-    cfg = EvalConfig(ablation=AblationConfig(steps=40, batch_size=64))
+    cfg = AblationConfig(steps=40, batch_size=64)
     no_cap = variant_config(base, NO_CAPTIONS, cfg)
     assert "caption" not in no_cap.model.entity_fields
     assert set(no_cap.model.entity_fields) == set(base.model.entity_fields) - {"caption"}
@@ -59,7 +58,7 @@ def tables(tiny_ws):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ablations, "train_variant", fake_train)
         mp.setattr(ablations, "base_config", lambda ws, run: TrainConfig())
-        return run_ablations(tiny_ws, "r", replace(cfg, ablations=True), main)
+        return run_ablations(tiny_ws, "r", cfg, main)
 
 
 def test_tables_hold_paper_figures_beside_ours(tables):

@@ -13,9 +13,9 @@ import polars as pl
 from omnisearchsage.contract import ENGAGED_QUERIES, ENGAGEMENTS, FEATURE_QUERIES
 from omnisearchsage.enrich.config import QueriesConfig
 from omnisearchsage.enrich.queries import build_engaged_queries
+from omnisearchsage.evaluation.evaluate import load_heldout
 from omnisearchsage.features.build import build_features
 from omnisearchsage.features.config import FeatureConfig
-from omnisearchsage.retrieval.evaluate import load_heldout
 from omnisearchsage.split import TimeSplit
 
 TRAIN_Q, GAP_Q, TEST_Q = "zqxtrainqueryzq", "zqxgapqueryzq", "zqxleakqueryzq"

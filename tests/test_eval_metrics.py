@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from omnisearchsage.retrieval.index import ExactIndex, stable_topk
-from omnisearchsage.retrieval.metrics import (
+from omnisearchsage.evaluation.metrics import (
     bootstrap_ci,
     count_ranks,
     ndcg_at_k,
     query_recall_at_k,
     rank_metrics,
 )
-from omnisearchsage.retrieval.scoring import EmbeddingScorer, RandomScorer, rank_pairs, topk_lists
+from omnisearchsage.evaluation.scoring import EmbeddingScorer, RandomScorer, rank_pairs, topk_lists
+from omnisearchsage.search.index import ExactIndex, stable_topk
 
 
 class MatrixScorer:

@@ -13,9 +13,9 @@ import pytest
 
 from omnisearchsage.atomic import write_json
 from omnisearchsage.contract import ENGAGEMENTS, PINS, PRODUCTS, TRUTH_PINS, TRUTH_QUERIES, Workspace
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.evaluate import EmbeddingModel, evaluate, load_heldout
-from omnisearchsage.retrieval.report import write_report
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.evaluate import EmbeddingModel, evaluate, load_heldout
+from omnisearchsage.evaluation.report import write_report
 from omnisearchsage.split import TimeSplit
 
 DIM = 264  # > the tiny world's 256-d legacy embeddings, so the compat prefix exists

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from omnisearchsage.cli.app import app
 from omnisearchsage.contract import ENGAGEMENTS, RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.evaluate import EmbeddingModel, evaluate
+from omnisearchsage.evaluation.relevance import RelevanceMetrics
 from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.importers.relevance import import_relevance
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.evaluate import EmbeddingModel, evaluate
 from omnisearchsage.split import TimeSplit
 
 PRODUCTS = "product_id,title,description\n" + "".join(
@@ -101,7 +102,7 @@ def test_readme_metrics_by_hand_with_product_id_tie_break(tmp_path):
     import_relevance(*write_set(tmp_path / "cf"), tmp_path / "ws", NO_EMBED)
     ws = Workspace(tmp_path / "ws")
     cfg = EvalConfig(ann=(), baselines=("bm25-title",), bootstrap_samples=50)
-    results, _ = evaluate(ws, constant_model([f"p{i:02d}" for i in range(1, 13)]), cfg)
+    results, _ = evaluate(ws, constant_model([f"p{i:02d}" for i in range(1, 13)]), cfg, [RelevanceMetrics()])
     model = results["relevance"]["systems"]["model"]
     # Ranking p01..p12 for both queries. "red shoes": positives p03 (filtered rank 3), p08 (rank 7);
     # "blue hat": p12 has rank 12 (p01..p11 are not its positives).

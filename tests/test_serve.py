@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from omnisearchsage.features.text import normalize
-from omnisearchsage.retrieval.ann import recall_at_k
-from omnisearchsage.retrieval.cache import CachedEncoder, QueryCache
-from omnisearchsage.retrieval.index import ExactIndex, SearchResult
-from omnisearchsage.retrieval.serve_config import ServeConfig
-from omnisearchsage.retrieval.service import build_app
+from omnisearchsage.search.ann import recall_at_k
+from omnisearchsage.search.index import ExactIndex, SearchResult
+from omnisearchsage.serving.app import build_app
+from omnisearchsage.serving.cache import CachedEncoder, QueryCache
+from omnisearchsage.serving.config import ServeConfig
 
 DIM = 16
 
@@ -40,7 +40,9 @@ class FakeEncoder:
     def vector(self, text: str) -> np.ndarray:
         return _unit(np.random.default_rng(zlib.crc32(f"{self.version}\0{text}".encode())), 1)[0]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    normalize = staticmethod(normalize)
+
+    def encode_normalized(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
         return np.stack([self.vector(t) for t in texts])
 

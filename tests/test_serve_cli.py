@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from omnisearchsage.cli.app import app
+from omnisearchsage.contract import ExportLayout
 from omnisearchsage.errors import OmniError
-from omnisearchsage.retrieval import service
-from omnisearchsage.retrieval.serve_config import ServeConfig
-from omnisearchsage.trainer.export import EMBEDDING_FILES
+from omnisearchsage.serving import launch as service
+from omnisearchsage.serving.config import ServeConfig
 
 
 def _fake_export(root: Path, entity_types: tuple[str, ...] = ("pin", "product")) -> Path:
@@ -20,7 +20,7 @@ def _fake_export(root: Path, entity_types: tuple[str, ...] = ("pin", "product"))
     (root / "query_encoder").mkdir(parents=True)
     (root / "embeddings").mkdir()
     for t in entity_types:
-        (root / "embeddings" / EMBEDDING_FILES[t]).write_bytes(b"")
+        ExportLayout(root).embeddings(t).write_bytes(b"")
     (root / "manifest.json").write_text(
         json.dumps({"model_version": "m1", "dim": 8, "entity_types": list(entity_types)})
     )
@@ -90,8 +90,8 @@ def test_unknown_index_backend_is_a_usage_error(tmp_path: Path, captured: list) 
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda e: (e / "manifest.json").unlink(), "manifest.json is missing"),
-        (lambda e: (e / "manifest.json").write_text("{not json"), "not readable JSON"),
+        (lambda e: (e / "manifest.json").unlink(), "manifest.json: missing"),
+        (lambda e: (e / "manifest.json").write_text("{not json"), "manifest.json: unreadable"),
         (lambda e: (e / "manifest.json").write_text('{"dim": 8}'), "lacks ['model_version', 'entity_types']"),
         (
             lambda e: (e / "embeddings" / "products.parquet").unlink(),

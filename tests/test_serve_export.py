@@ -17,11 +17,13 @@ from fastapi.testclient import TestClient
 from omnisearchsage.contract import Workspace
 from omnisearchsage.features.build import build_features
 from omnisearchsage.features.config import FeatureConfig
-from omnisearchsage.retrieval.index import ExactIndex
-from omnisearchsage.retrieval.serve_config import ServeConfig
-from omnisearchsage.retrieval.service import create_app
-from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
-from omnisearchsage.trainer.export import export_run, load_embeddings
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.io import load_embeddings
+from omnisearchsage.search.index import ExactIndex
+from omnisearchsage.serving.config import ServeConfig
+from omnisearchsage.serving.launch import create_app
+from omnisearchsage.trainer.config import LossConfig, TrainConfig
+from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import train
 
 TINY_MODEL = TrainConfig(

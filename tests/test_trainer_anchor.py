@@ -17,10 +17,12 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.features.build import build_features
 from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.importers.relevance import import_relevance
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.io import load_embeddings, load_query_encoder
+from omnisearchsage.model.lexical import LexicalChannel, bag_rows
 from omnisearchsage.trainer.anchor import resolve_query_encoder
-from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
-from omnisearchsage.trainer.export import export_run, load_embeddings, load_query_encoder
-from omnisearchsage.trainer.lexical import LexicalChannel, bag_rows
+from omnisearchsage.trainer.config import LossConfig, TrainConfig
+from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import read_run_config, read_summary, train
 
 from .test_import_relevance import write_set

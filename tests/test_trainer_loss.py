@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omnisearchsage.model.hash_embedding import HashEmbeddingBag
 from omnisearchsage.trainer.config import LossConfig
-from omnisearchsage.trainer.hash_embedding import HashEmbeddingBag
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch, SampledSoftmaxLoss
 from omnisearchsage.trainer.sketch import CountMinSketch
 

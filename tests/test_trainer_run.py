@@ -20,11 +20,14 @@ from omnisearchsage.enrich.queries import build_engaged_queries
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.build import build_features
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.inputs import TokenBags
+from omnisearchsage.model.io import load_embeddings, load_entity_encoder, load_query_encoder
+from omnisearchsage.model.towers import TwoTowerModel
 from omnisearchsage.trainer.anchor import resolve_query_encoder
-from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
-from omnisearchsage.trainer.data import TokenBags, TrainingData, load_training_data
-from omnisearchsage.trainer.encoders import TwoTowerModel
-from omnisearchsage.trainer.export import export_run, load_embeddings, load_entity_encoder, load_query_encoder
+from omnisearchsage.trainer.config import LossConfig, TrainConfig
+from omnisearchsage.trainer.data import TrainingData, load_training_data
+from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import Objective, load_checkpoint, model_spec, task_prefixes, train
 from omnisearchsage.trainer.loss import MultiTaskLoss
 from omnisearchsage.validate import read_table

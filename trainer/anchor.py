@@ -35,7 +35,7 @@ from pathlib import Path
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.importers.text_embed import encoder_pooling, resolve_embed_model
+from omnisearchsage.text_encoders import encoder_pooling, resolve_embed_model
 from omnisearchsage.trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,7 @@ permutation of its pairs every epoch and draws random negatives from a generator
 step. So a resumed run, or a sketch replay, sees exactly the batches the original run saw,
 without saving any sampler state.
 
-Layout of token ids. A features table holds one ``list[int32]`` per text field. A
-:class:`TokenBags` keeps them as one CSR array, bag ``field * rows + row``, and gathers any set of
-rows into ``nn.EmbeddingBag`` input (flat ids + offsets) with a few NumPy index operations, no
-Python loop over rows.
+Catalogues and token bags (the towers' inputs) are the model's, in :mod:`omnisearchsage.model.inputs`.
 """
 from __future__ import annotations
 
@@ -20,157 +17,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
-from omnisearchsage.contract import (
-    ENGAGEMENTS,
-    FEATURE_PINS,
-    FEATURE_PRODUCTS,
-    PINS,
-    PRODUCTS,
-    TableSchema,
-    Workspace,
-)
+from omnisearchsage.contract import ENGAGEMENTS, TASKS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize_expr
+from omnisearchsage.model.inputs import (
+    ENTITY_TABLES,
+    Catalogue,
+    entity_inputs,
+    load_entity_catalogue,
+    query_catalogue,
+)
 from omnisearchsage.split import TimeSplit
-from omnisearchsage.trainer.config import TASKS, TrainConfig
+from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)
-
-#: Which catalogue each task's candidates come from, and whether they are frozen legacy vectors.
-TASK_CANDIDATES: dict[str, tuple[str, bool]] = {
-    "query-pin": ("pin", False),
-    "query-product": ("product", False),
-    "query-query": ("query", False),
-    "compat-pin": ("pin", True),
-    "compat-product": ("product", True),
-}
-_ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
-    "pin": (FEATURE_PINS, PINS),
-    "product": (FEATURE_PRODUCTS, PRODUCTS),
-}
-
-
-# ---------------------------------------------------------------------------- token bags
-@dataclass
-class TokenBags:
-    """Token-id bags of one table: bag ``field * rows + row`` is ``values[bounds[b]:bounds[b + 1]]``."""
-
-    values: np.ndarray  # int32 [total ids]
-    bounds: np.ndarray  # int64 [fields * rows + 1]
-    rows: int
-    fields: int
-
-    @classmethod
-    def from_lists(cls, columns: Sequence[pa.Array | None], rows: int) -> TokenBags:
-        """From Arrow ``list<int>`` columns (one per field; ``None``: a field this table lacks)."""
-        if not columns:  # no text field: the "continuous features only" entity tower
-            return cls(np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), rows, 0)
-        lengths, values = [], []
-        for col in columns:
-            if col is None:
-                lengths.append(np.zeros(rows, dtype=np.int64))
-                continue
-            lengths.append(pc.list_value_length(col).fill_null(0).to_numpy().astype(np.int64))
-            values.append(pc.list_flatten(col).to_numpy().astype(np.int32))
-        bounds = np.zeros(rows * len(columns) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(lengths), out=bounds[1:])
-        flat = np.concatenate(values) if values else np.zeros(0, dtype=np.int32)
-        return cls(flat, bounds, rows, len(columns))
-
-    @classmethod
-    def from_offsets(cls, ids: np.ndarray, offsets: np.ndarray) -> TokenBags:
-        """One field from EmbeddingBag layout (what ``Featurizer.encode`` returns)."""
-        bounds = np.append(offsets, ids.size).astype(np.int64)
-        return cls(ids.astype(np.int32), bounds, len(offsets), 1)
-
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """EmbeddingBag input for ``rows``: bags in row-major order (row 0's fields, row 1's, ...)."""
-        bags = (rows[:, None] + self.rows * np.arange(self.fields)[None, :]).ravel()
-        starts, sizes = self.bounds[bags], self.bounds[bags + 1] - self.bounds[bags]
-        offsets = np.zeros(len(bags), dtype=np.int64)
-        np.cumsum(sizes[:-1], out=offsets[1:])
-        # Position k of the output reads values[start of its bag + its rank within the bag].
-        take = np.repeat(starts - offsets, sizes) + np.arange(int(sizes.sum()))
-        return self.values[take].astype(np.int64), offsets
-
-    @property
-    def max_id(self) -> int:
-        return int(self.values.max()) if self.values.size else -1
-
-
-# ---------------------------------------------------------------------------- catalogues
-@dataclass
-class Catalogue:
-    """The rows one kind of candidate is drawn from: keys, token bags, legacy embeddings."""
-
-    kind: str  # pin, product or query
-    keys: pl.Series  # pin_id / product_id / normalised query text, one per row
-    bags: TokenBags
-    legacy: np.ndarray | None = None  # float32 [rows, legacy_dim], zeros where missing
-    has_legacy: np.ndarray | None = None  # bool [rows]
-
-    def __len__(self) -> int:
-        return self.bags.rows
-
-    @property
-    def legacy_dim(self) -> int:
-        return 0 if self.legacy is None else self.legacy.shape[1]
-
-
-def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Catalogue | None:
-    """Pins or products from ``features/<kind>s.parquet`` (None if the workspace has none) with
-    their legacy embeddings from the raw table."""
-    feature_table, raw_table = _ENTITY_TABLES[kind]
-    path = ws.path(feature_table)
-    if not path.exists():
-        return None
-    key = feature_table.columns[0].name
-    present = set(pl.read_parquet_schema(path))
-    if key not in present:
-        raise OmniError(f"{path}: column {key!r} missing; rebuild with `omni features build`")
-    wanted = [f for f in fields if f in present]
-    frame = pl.read_parquet(path, columns=[key, *wanted])
-    if frame.height == 0:  # a products-only catalogue has an empty pins table, and vice versa
-        return None
-    bags = TokenBags.from_lists([frame.get_column(f).to_arrow() if f in wanted else None for f in fields],
-                                frame.height)
-    legacy, has = _legacy(ws, raw_table, frame.select(key))
-    return Catalogue(kind, frame.get_column(key), bags, legacy, has)
-
-
-def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Legacy embeddings aligned to ``keys`` (zeros + False where missing); None if there are none."""
-    if not ws.has(table):
-        return None, None
-    key = table.columns[0].name
-    raw = (read_table(ws, table).select(key, "legacy_embedding")
-           .filter(pl.col("legacy_embedding").is_not_null()).collect())
-    if raw.height == 0:
-        return None, None
-    lengths = raw.get_column("legacy_embedding").list.len()
-    dim = int(lengths[0])
-    if (lengths != dim).any():
-        bad = raw.filter(lengths != dim).get_column(key).head(3).to_list()
-        raise OmniError(f"{ws.path(table)}: column legacy_embedding has lengths other than {dim} "
-                        f"(rows {', '.join(bad)})")
-    aligned = keys.join(raw, on=key, how="left", maintain_order="left").get_column("legacy_embedding")
-    has = aligned.is_not_null().to_numpy()
-    dense = np.zeros((keys.height, dim), dtype=np.float32)
-    dense[has] = aligned.filter(aligned.is_not_null()).list.to_array(dim).to_numpy()
-    return dense, has
-
-
-def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:
-    """Queries keyed by normalised text, encoded with the same ``Featurizer.encode`` that serving uses."""
-    ids, offsets = featurizer.encode_series(texts)
-    return Catalogue("query", texts, TokenBags.from_offsets(ids, offsets))
-
 
 # ---------------------------------------------------------------------------- pairs
 def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions: Sequence[str],
@@ -199,7 +63,7 @@ def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions:
 
 # ---------------------------------------------------------------------------- tasks
 @dataclass
-class Task:
+class TaskPairs:
     """One task's training pairs (as catalogue rows) and where its candidates come from."""
 
     name: str
@@ -229,7 +93,7 @@ class TrainingData:
     """Everything the loop samples from: catalogues, tasks, the id space, the dense layout."""
 
     catalogues: dict[str, Catalogue]
-    tasks: dict[str, Task]
+    tasks: dict[str, TaskPairs]
     num_ids: int
     fields: tuple[str, ...]
     #: Where each kind's legacy embedding (and its presence flag) sits in the entity tower's
@@ -371,31 +235,6 @@ class StepBatch:
                          move(self.legacy), tasks)
 
 
-def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int, int]],
-                  parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
-
-    ``dense`` holds each row's legacy embedding in its kind's slot of ``layout`` followed by a
-    presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding).
-    """
-    width = sum(dim + 1 for _, dim in layout.values())
-    ids, offsets, dense, done = [], [], [], 0
-    for kind, rows in parts:
-        cat = catalogues[kind]
-        i, o = cat.bags.gather(rows)
-        d = np.zeros((len(rows), width), dtype=np.float32)
-        if kind in layout and cat.legacy is not None:
-            offset, dim = layout[kind]
-            d[:, offset : offset + dim] = cat.legacy[rows]
-            d[:, offset + dim] = cat.has_legacy[rows]
-        ids.append(i)
-        offsets.append(o + done)
-        dense.append(d)
-        done += i.size
-    return {"ids": torch.from_numpy(np.concatenate(ids)), "offsets": torch.from_numpy(np.concatenate(offsets)),
-            "dense": torch.from_numpy(np.concatenate(dense))}
-
-
 def _epoch_positions(n: int, batch: int, slot: int, seed: tuple[int, int]) -> np.ndarray:
     """Pair indices of batch number ``slot``: the pairs are walked in a fresh permutation per epoch."""
     pos = slot * batch + np.arange(batch)
@@ -416,12 +255,12 @@ def _permutation(n: int, seed: tuple[int, ...]) -> np.ndarray:
 # ---------------------------------------------------------------------------- loading
 def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) -> TrainingData:
     """Catalogues and per-task pairs for ``cfg.tasks``; raises OmniError for a named task without data."""
-    split = TimeSplit.for_workspace(ws, cfg.split)
+    split = TimeSplit.for_workspace(ws)
     fields = tuple(cfg.model.entity_fields)
     entities = {k: c for k in ("pin", "product") if (c := load_entity_catalogue(ws, k, fields)) is not None}
     for cat in entities.values():
         if cat.bags.max_id >= featurizer.num_ids:
-            raise OmniError(f"{ws.path(_ENTITY_TABLES[cat.kind][0])}: token id {cat.bags.max_id} >= num_ids "
+            raise OmniError(f"{ws.path(ENTITY_TABLES[cat.kind][0])}: token id {cat.bags.max_id} >= num_ids "
                             f"{featurizer.num_ids} of features/manifest.json; rebuild with `omni features build`")
 
     actions = {"pin": cfg.pin_actions, "product": cfg.product_actions, "query": cfg.query_actions}
@@ -435,10 +274,10 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     catalogues = {**entities, "query": queries}
 
     wanted = TASKS if "all" in cfg.tasks else tuple(dict.fromkeys(cfg.tasks))
-    tasks: dict[str, Task] = {}
+    tasks: dict[str, TaskPairs] = {}
     reasons: dict[str, str] = {}
     for name in wanted:
-        kind, frozen = TASK_CANDIDATES[name]
+        kind, frozen = TASKS[name].entity_type, TASKS[name].frozen
         task, reason = _build_task(name, kind, frozen, raw_pairs.get(kind), catalogues, cfg)
         if task is None:
             reasons[name] = reason
@@ -471,7 +310,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
-                catalogues: dict[str, Catalogue], cfg: TrainConfig) -> tuple[Task | None, str]:
+                catalogues: dict[str, Catalogue], cfg: TrainConfig) -> tuple[TaskPairs | None, str]:
     """A task from its engagement pairs, or (None, why not)."""
     actions = {"pin": cfg.pin_actions, "product": cfg.product_actions, "query": cfg.query_actions}[kind]
     cand = catalogues.get(kind)
@@ -499,7 +338,7 @@ def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
         pool = np.flatnonzero(cand.has_legacy).astype(np.int64)
     if len(query_rows) == 0:
         return None, f"no engaged {kind} is in the features tables" + (" with a legacy embedding" if frozen else "")
-    return Task(name, kind, frozen, query_rows, cand_rows, pool), ""
+    return TaskPairs(name, kind, frozen, query_rows, cand_rows, pool), ""
 
 
 def _row_index(keys: pl.Series, name: str) -> pl.DataFrame:

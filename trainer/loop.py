@@ -43,25 +43,30 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from omnisearchsage.atomic import atomic_path, write_json
-from omnisearchsage.contract import ENGAGEMENTS, FEATURE_PINS, FEATURE_PRODUCTS, PINS, PRODUCTS, Workspace
+from omnisearchsage.contract import (
+    ENGAGEMENTS,
+    FEATURE_PINS,
+    FEATURE_PRODUCTS,
+    PINS,
+    PRODUCTS,
+    RunLayout,
+    Workspace,
+)
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.towers import ModelSpec, TransformerQueryTower, TwoTowerModel
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
-from omnisearchsage.trainer.encoders import ModelSpec, TransformerQueryTower, TwoTowerModel
 from omnisearchsage.trainer.lamb import Lamb
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
 from omnisearchsage.validate import validate_workspace
 
 log = logging.getLogger(__name__)
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CHECKPOINTS = "checkpoints"
+CONFIG, METRICS, SUMMARY, CHECKPOINTS = RunLayout.CONFIG, RunLayout.METRICS, RunLayout.SUMMARY, RunLayout.CHECKPOINTS
 
 
 class Objective(nn.Module):
@@ -308,7 +313,7 @@ def run_config(ws: Workspace, cfg: TrainConfig, spec: ModelSpec, data: TrainingD
         "tasks": {name: {"candidate": t.candidate, "frozen": t.frozen, "pairs": t.pairs, "batch_size": t.batch_size}
                   for name, t in data.tasks.items()},
         "legacy_dims": {k: c.legacy_dim for k, c in data.catalogues.items() if c.legacy is not None},
-        "split": TimeSplit.for_workspace(ws, cfg.split).to_json(),
+        "split": TimeSplit.for_workspace(ws).to_json(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -379,9 +384,9 @@ def save_checkpoint(run: Path, accelerator: Accelerator, objective: nn.Module, o
         tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
         with atomic_path(path) as tmp:
             tmp.mkdir(parents=True)
-            save_model(accelerator.unwrap_model(objective), str(tmp / "model.safetensors"))
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}),
+            save_model(accelerator.unwrap_model(objective), str(tmp / RunLayout.CHECKPOINT_WEIGHTS))
+            save_file(tensors, str(tmp / RunLayout.CHECKPOINT_OPTIMIZER))
+            (tmp / RunLayout.CHECKPOINT_STATE).write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}),
                                             encoding="utf-8")
         for old in checkpoints(run)[:-keep]:
             shutil.rmtree(old)
@@ -395,11 +400,11 @@ def load_checkpoint(run: Path, objective: nn.Module, optimizer: torch.optim.Opti
     if not found:
         raise OmniError(f"{run / CHECKPOINTS}: no checkpoint to resume from; train the run first")
     path = found[-1]
-    load_model(objective, str(path / "model.safetensors"))
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    load_model(objective, str(path / RunLayout.CHECKPOINT_WEIGHTS))
+    state = json.loads((path / RunLayout.CHECKPOINT_STATE).read_text(encoding="utf-8"))
     if optimizer is not None:
         per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in load_file(str(path / "optimizer.safetensors")).items():
+        for key, value in load_file(str(path / RunLayout.CHECKPOINT_OPTIMIZER)).items():
             index, name = key.split(".", 1)
             per_param.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})

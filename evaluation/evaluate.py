@@ -6,7 +6,7 @@ engaged-query features only saw events before the cutoff. Evaluation sets are
 task × action (query→pin save, query→product click, ...), each capped at
 ``max_pairs_per_set`` pairs, and broken down by language.
 
-Each pair is ranked under two protocols (see :mod:`~omnisearchsage.retrieval.scoring`):
+Each pair is ranked under two protocols (see :mod:`~omnisearchsage.evaluation.scoring`):
 (a) against N random entities of its type (the paper: 1.5M, capped here at the
 catalogue) plus itself, and (b) against the full catalogue without the query's other
 test-window positives. Tasks:
@@ -23,54 +23,47 @@ compat-product  the same against legacy product embeddings
 
 Baselines (BM25, random) are ranked on the same pairs and candidates. On a workspace
 imported with ``omni import relevance``, the graded-relevance metrics of that data set
-are added (:mod:`~omnisearchsage.retrieval.relevance`). Everything lands in
-``runs/NAME/eval/results.json``.
+are added (:mod:`~omnisearchsage.evaluation.relevance`) by the evaluators that
+:mod:`~omnisearchsage.evaluation.run` passes to :func:`evaluate`; it writes ``runs/NAME/eval/results.json``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
 import polars as pl
 
-from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import (
     ENGAGEMENTS,
     PINS,
     PRODUCTS,
-    RELEVANCE_LABELS,
+    TASKS,
     TRUTH_PINS,
     TRUTH_QUERIES,
+    ExportLayout,
     Workspace,
 )
 from omnisearchsage.errors import OmniError
+from omnisearchsage.evaluation.baselines import baseline_scorer
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.metrics import rank_metric_exprs
+from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE2, TABLE6
+from omnisearchsage.evaluation.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs
 from omnisearchsage.features.text import normalize
+from omnisearchsage.model.io import load_embeddings, load_query_encoder
 from omnisearchsage.progress import progress_bar
-from omnisearchsage.retrieval.baselines import baseline_scorer
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.metrics import rank_metric_exprs
-from omnisearchsage.retrieval.paper import PAPER_SETS, TABLE2, TABLE6
-from omnisearchsage.retrieval.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)
 
-TASK_ENTITY = {
-    "query-pin": "pin",
-    "query-product": "product",
-    "query-query": "query",
-    "compat-pin": "pin",
-    "compat-product": "product",
-}
 MODEL = "model"
 
 #: Distinct test-window pairs; a pair engaged in several languages keeps the smallest code
@@ -109,12 +102,7 @@ class EmbeddingModel:
     @classmethod
     def from_export(cls, export_dir: Path) -> EmbeddingModel:
         """Load an export written by ``omni export`` (``runs/NAME/export``)."""
-        from omnisearchsage.trainer.export import load_embeddings, load_query_encoder
-
-        manifest_path = export_dir / "manifest.json"
-        if not manifest_path.exists():
-            raise OmniError(f"{manifest_path}: missing; run `omni export` for this run first")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = ExportLayout(export_dir).read_manifest()
         encoder = load_query_encoder(export_dir)
         entities = {}
         for entity_type in manifest.get("entity_types", []):
@@ -230,7 +218,7 @@ class TaskData:
 
 def task_data(task: str, heldout: pl.DataFrame, ids: np.ndarray, cfg: EvalConfig, seed: int) -> TaskData:
     """Pairs of ``task`` joined to candidate columns, sampled, with filter set and random index."""
-    entity_type = TASK_ENTITY[task]
+    entity_type = TASKS[task].entity_type
     cand = pl.DataFrame({"entity_id": ids.astype(str), "col": np.arange(len(ids), dtype=np.int64)})
     mine = heldout.filter(pl.col("entity_type") == entity_type)
     known = mine.join(cand, on="entity_id", how="inner")
@@ -319,7 +307,7 @@ class Evaluation:
 
     def candidates(self, task: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Candidate ids (ascending) and the model's embeddings for them; ``None``: task not evaluable."""
-        entity_type = TASK_ENTITY[task]
+        entity_type = TASKS[task].entity_type
         if task.startswith("compat-"):
             return legacy_candidates(self.ws, entity_type) if self.model.compat_dim(entity_type) else None
         if entity_type != "query":
@@ -346,7 +334,7 @@ class Evaluation:
         curves: dict[str, dict[str, Any]] = {}
         sets: dict[str, Any] = {}
         work = []
-        for i, task in enumerate(TASK_ENTITY):
+        for i, task in enumerate(TASKS):
             cand = self.candidates(task)
             if cand is None or self.heldout.is_empty():
                 continue
@@ -385,15 +373,6 @@ class Evaluation:
             "headline": headline(rows, cfg),
             "curves": curves,
         }
-        # ann_eval and relevance build on this module's Evaluation, so they are imported here.
-        if cfg.ann:
-            from omnisearchsage.retrieval.ann_eval import ann_recall
-
-            results["ann"] = ann_recall(self, cfg)
-        if self.ws.has(RELEVANCE_LABELS):
-            from omnisearchsage.retrieval.relevance import evaluate_relevance
-
-            results["relevance"] = evaluate_relevance(self)
         return results
 
 
@@ -434,40 +413,26 @@ def headline(rows: list[dict[str, Any]], cfg: EvalConfig) -> list[dict[str, Any]
     return out
 
 
-def evaluate(ws: Workspace, model: EmbeddingModel, cfg: EvalConfig) -> tuple[dict[str, Any], Evaluation]:
+class Evaluator(Protocol):
+    """An add-on measurement run after the core protocol on the same :class:`Evaluation` (ANN recall,
+    relevance metrics, top-k lists, ablations). Returns its part of the results, or None when it
+    does not apply to this workspace; it lands in ``results[name]``."""
+
+    name: str
+
+    def __call__(self, ev: Evaluation) -> Any: ...
+
+
+def evaluate(ws: Workspace, model: EmbeddingModel, cfg: EvalConfig,
+             evaluators: Sequence[Evaluator] = ()) -> tuple[dict[str, Any], Evaluation]:
     """All metrics of ``model`` on ``ws`` (no files written); also the :class:`Evaluation` state."""
     ev = Evaluation(ws, model, cfg)
     if ev.heldout.is_empty():
         raise OmniError(f"{ws.path(ENGAGEMENTS)}: no engagements in the test window "
                         f"[{ev.split.test_start}, {ev.split.test_end}); nothing to evaluate")
-    return ev.run(), ev
-
-
-def evaluate_run(ws: Workspace, name: str, cfg: EvalConfig | None = None, topk_out: Path | None = None) -> dict:
-    """Evaluate run ``name``'s export; write ``runs/NAME/eval/results.json`` (and ablation tables).
-
-    With ``cfg.ablations`` the variant models of the paper's Tables 3-6 are trained and
-    evaluated too (:mod:`~omnisearchsage.retrieval.ablations`). ``topk_out`` writes the
-    top-``cfg.topk`` products of every test query as CSV (query, product_id, score).
-    """
-    cfg = cfg or EvalConfig()
-    model = EmbeddingModel.from_export(ws.export_dir(name))
-    results, ev = evaluate(ws, model, cfg)
-    results["run"] = name
-    if topk_out is not None:
-        from omnisearchsage.retrieval.relevance import write_topk
-
-        results["topk_out"] = str(write_topk(ev, topk_out))
-    if cfg.ablations:
-        from omnisearchsage.retrieval.ablations import run_ablations
-
-        results["ablations"] = run_ablations(ws, name, cfg, ev)
-    out = ws.eval_dir(name)
-    write_json(results, out / "results.json")
-    if cfg.ablations:
-        from omnisearchsage.retrieval.ablations import ablation_markdown
-
-        with atomic_path(out / "ablations.md") as tmp:
-            tmp.write_text(ablation_markdown(results["ablations"]), encoding="utf-8")
-    log.info("wrote %s", out / "results.json")
-    return results
+    results = ev.run()
+    for evaluator in evaluators:
+        part = evaluator(ev)
+        if part is not None:
+            results[evaluator.name] = part
+    return results, ev

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,15 +31,12 @@ import polars as pl
 from omnisearchsage.atomic import atomic_path
 from omnisearchsage.contract import RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
+from omnisearchsage.evaluation.baselines import baseline_scorer
+from omnisearchsage.evaluation.evaluate import MODEL, Evaluation, legacy_candidates
+from omnisearchsage.evaluation.metrics import bootstrap_ci, ndcg_at_k, query_recall_at_k
+from omnisearchsage.evaluation.paper import RELEVANCE_REFERENCES
+from omnisearchsage.evaluation.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs, topk_lists
 from omnisearchsage.features.text import normalize
-from omnisearchsage.retrieval.baselines import baseline_scorer
-from omnisearchsage.retrieval.evaluate import MODEL, legacy_candidates
-from omnisearchsage.retrieval.metrics import bootstrap_ci, ndcg_at_k, query_recall_at_k
-from omnisearchsage.retrieval.paper import RELEVANCE_REFERENCES
-from omnisearchsage.retrieval.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs, topk_lists
-
-if TYPE_CHECKING:
-    from omnisearchsage.retrieval.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +135,7 @@ def _systems(ev: Evaluation, queries: list[str], ids: np.ndarray, emb: np.ndarra
         systems[COMPAT] = EmbeddingScorer(l2_normalize(q[:, :compat_dim]), legacy[1])
     model_path = relevance_meta(ev.ws).get("legacy_model_path")
     if legacy_ok and model_path and Path(model_path).exists():
-        from omnisearchsage.importers.text_embed import encode_texts
+        from omnisearchsage.text_encoders import encode_texts
 
         systems[ZERO_SHOT] = EmbeddingScorer(encode_texts(Path(model_path), queries), legacy[1])
     for name in ev.cfg.baselines:
@@ -193,3 +190,24 @@ def write_topk(ev: Evaluation, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.write_csv(tmp, quote_style="necessary")
     return path
+
+
+class RelevanceMetrics:
+    """Evaluator: the relevance set's metrics, on workspaces made by ``omni import relevance``."""
+
+    name = "relevance"
+
+    def __call__(self, ev: Evaluation) -> dict[str, Any] | None:
+        return evaluate_relevance(ev) if ev.ws.has(RELEVANCE_LABELS) else None
+
+
+class TopKWriter:
+    """Evaluator: the model's top products per test query, written to ``path`` as CSV."""
+
+    name = "topk_out"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, ev: Evaluation) -> str:
+        return str(write_topk(ev, self.path))

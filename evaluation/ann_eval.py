@@ -3,23 +3,20 @@
 The paper serves from approximate indexes; what they lose is measured here on the
 run's own pin and product embeddings and test queries: the share of exact search's
 top-10 each library also returns, with build and search times beside exact search's.
-The indexes are the service's (:mod:`~omnisearchsage.retrieval.ann`), so the figure is
+The indexes are the service's (:mod:`~omnisearchsage.search.ann`), so the figure is
 the one the service would see. Libraries that are not installed are skipped.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omnisearchsage.errors import OmniError
-from omnisearchsage.retrieval.ann import build_index, recall_at_k, resolve_backend
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.index import ExactIndex
-from omnisearchsage.retrieval.serve_config import ServeConfig
-
-if TYPE_CHECKING:
-    from omnisearchsage.retrieval.evaluate import Evaluation
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.evaluate import Evaluation
+from omnisearchsage.search.ann import IndexParams, build_index, recall_at_k, resolve_backend
+from omnisearchsage.search.index import ExactIndex
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +27,8 @@ ANN_K = 10
 def ann_recall(ev: Evaluation, cfg: EvalConfig) -> list[dict[str, Any]]:
     """One row per (library, entity type): recall@10 vs exact, build and search seconds."""
     libraries = [lib for lib in cfg.ann if _available(lib)]
-    serve_cfg = ServeConfig(hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-                            hnsw_ef_search=cfg.hnsw_ef_search)
+    params = IndexParams(hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
+                         hnsw_ef_search=cfg.hnsw_ef_search, exact_chunk_size=cfg.chunk_size)
     rows = []
     for task in ("query-pin", "query-product"):
         if task not in ev.tasks or not libraries:
@@ -44,7 +41,7 @@ def ann_recall(ev: Evaluation, cfg: EvalConfig) -> list[dict[str, Any]]:
         exact_s = time.perf_counter() - t0
         for lib in libraries:
             t0 = time.perf_counter()
-            index = build_index(emb, lib, serve_cfg)
+            index = build_index(emb, lib, params)
             build_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             index.search(probes, ANN_K)
@@ -64,3 +61,12 @@ def _available(library: str) -> bool:
         return resolve_backend(library) == library and library != "exact"
     except OmniError:
         return False
+
+
+class AnnRecall:
+    """Evaluator: approximate-search recall against exact search (skipped when ``cfg.ann`` is empty)."""
+
+    name = "ann"
+
+    def __call__(self, ev: Evaluation) -> list[dict[str, Any]] | None:
+        return ann_recall(ev, ev.cfg) if ev.cfg.ann else None

@@ -1,4 +1,4 @@
-"""Every knob of evaluation (``omni eval``, ``omni report``) and of the ablations, in one place.
+"""Every knob of evaluation (``omni eval``, ``omni report``), in one place.
 
 The defaults are the paper's protocol: each held-out (query, engaged entity) pair of the
 test window is ranked against an index of 1.5M random entities (capped at the catalogue)
@@ -7,31 +7,10 @@ MRR; at most 80k pairs per evaluation set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-#: Baselines ``omni eval`` can score beside the model (see ``retrieval/baselines.py``).
+#: Baselines ``omni eval`` can score beside the model (see ``baselines.py``).
 BASELINES = ("bm25-title", "bm25-text", "bm25-text+queries", "random")
-
-
-@dataclass(frozen=True)
-class AblationConfig:
-    """Training budget of the variant models ``omni eval --ablations`` trains.
-
-    Every variant is trained with the same budget as the unified reference it is compared
-    with, so the tables compare features and tasks, not step counts. ``None`` keeps the
-    run's own value, and with both ``None`` the run itself is the unified reference (on
-    the small world a variant then trains in about as long as the run did: ~2.5 min on
-    2 idle cores); smaller budgets are quicker but under-trained models blur the effects.
-    """
-
-    #: Optimiser steps per variant model; ``None``: the run's own.
-    steps: int | None = None
-    #: Pairs per step per variant model; ``None``: the run's own.
-    batch_size: int | None = None
-    #: Paper tables to reproduce, any of 3, 4, 5, 6.
-    tables: tuple[int, ...] = (3, 4, 5, 6)
-    #: Retrain a variant even if ``runs/<run>--<variant>/export`` already exists.
-    retrain: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +55,3 @@ class EvalConfig:
     confidence: float = 0.95
     #: Depth of the per-query ranked lists ``--topk-out`` writes (and relevance metrics use).
     topk: int = 100
-    #: Train variant models and write the paper's Tables 3-6.
-    ablations: bool = False
-    ablation: AblationConfig = field(default_factory=AblationConfig)

@@ -20,9 +20,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.index import stable_topk
-from omnisearchsage.retrieval.metrics import beats_from, count_ranks
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.metrics import beats_from, count_ranks
+from omnisearchsage.search.index import stable_topk
 
 _D = EvalConfig()  # block sizes default to the evaluation's
 

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: A Mersenne prime above every token id, as in ``hash_embedding.py``.
-_PRIME = (1 << 31) - 1
+from omnisearchsage.model.hash_embedding import hash_constants, universal_hash
 
 
 class LexicalChannel(nn.Module):
@@ -48,9 +47,9 @@ class LexicalChannel(nn.Module):
         self.ranges = tuple((int(a), int(b)) for a, b in ranges)
         self.token_weight = nn.Parameter(idf.clone().float() if idf is not None else torch.ones(num_ids))
         self.log_beta = nn.Parameter(torch.tensor(math.log(init_beta)))
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("hash_a", torch.randint(1, _PRIME, (2,), generator=gen))
-        self.register_buffer("hash_b", torch.randint(0, _PRIME, (2,), generator=gen))
+        a, b = hash_constants(2, seed)  # one hash picks the bucket, the other the sign
+        self.register_buffer("hash_a", a)
+        self.register_buffer("hash_b", b)
 
     def extra_repr(self) -> str:
         return f"buckets={self.buckets}, ids={list(self.ranges)}, weights=per-token (idf init), shared=True"
@@ -65,7 +64,7 @@ class LexicalChannel(nn.Module):
         for start, end in self.ranges:
             keep |= (ids >= start) & (ids < end)
         ids, rows = ids[keep], bag_of_id[keep]
-        hashed = (ids.unsqueeze(-1) * self.hash_a + self.hash_b) % _PRIME  # [n, 2]
+        hashed = universal_hash(ids, self.hash_a, self.hash_b)  # [n, 2]
         bucket, sign = hashed[:, 0] % self.buckets, (hashed[:, 1] % 2) * 2 - 1
         values = self.token_weight[ids] * sign.to(self.token_weight.dtype)
         out = self.token_weight.new_zeros(bags * self.buckets).index_add(0, rows * self.buckets + bucket, values)

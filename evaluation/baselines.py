@@ -24,8 +24,8 @@ import polars as pl
 import torch
 
 from omnisearchsage.contract import ENGAGED_QUERIES, PINS, PRODUCTS, Workspace
+from omnisearchsage.evaluation.scoring import RandomScorer, Scorer
 from omnisearchsage.features.text import normalize
-from omnisearchsage.retrieval.scoring import RandomScorer, Scorer
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)

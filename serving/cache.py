@@ -25,17 +25,22 @@ from typing import Protocol
 import numpy as np
 from cachetools import TTLCache
 
-from omnisearchsage.features.text import normalize
-
 
 class QueryEncoder(Protocol):
-    """What the service needs of an encoder (``trainer.export.load_query_encoder`` returns one)."""
+    """What the service needs of an encoder (``model.io.load_query_encoder`` returns one).
+
+    The encoder owns normalisation: the cache keys by ``normalize(text)`` and encodes those keys with
+    ``encode_normalized``, so a query is normalised once on its way through the service."""
 
     version: str
     dim: int
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 [len(texts), dim], rows L2-normalised."""
+    def normalize(self, text: str) -> str:
+        """The text as the encoder tokenises it (NFKC, case-fold, whitespace)."""
+        ...
+
+    def encode_normalized(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [len(texts), dim], rows L2-normalised, for texts already normalised."""
         ...
 
 
@@ -101,7 +106,7 @@ class CachedEncoder:
 
     def lookup(self, queries: Sequence[str]) -> Lookup:
         """Normalise ``queries`` and look each up; ``missing`` lists each absent text once."""
-        texts = [normalize(q) for q in queries]
+        texts = [self.encoder.normalize(q) for q in queries]
         distinct = list(dict.fromkeys(texts))
         cached = self.cache.get_many(self.version, distinct)
         found = {t: v for t, v in zip(distinct, cached) if v is not None}
@@ -111,7 +116,7 @@ class CachedEncoder:
         """Encode ``lookup.missing`` in one call, cache them, and return all vectors in query order."""
         found = dict(lookup.found)
         if lookup.missing:
-            encoded = np.asarray(self.encoder.encode(lookup.missing), dtype=np.float32)
+            encoded = np.asarray(self.encoder.encode_normalized(lookup.missing), dtype=np.float32)
             # Copy rows so a cached vector does not keep its whole batch array alive.
             rows = [row.copy() for row in encoded]
             self.cache.put_many(self.version, lookup.missing, rows)

@@ -2,7 +2,7 @@
 
 Each table compares model variants that differ in one thing: entity text fields
 (Tables 3 and 4), training tasks (Tables 5 and 6). Every variant is trained from the
-run's own config with one budget (:class:`~omnisearchsage.retrieval.config.AblationConfig`;
+run's own config with one budget (:class:`AblationConfig`;
 by default the run's own, and the run itself is the unified reference; with a shorter
 budget the unified reference is retrained with it too), exported and evaluated on the
 same held-out pairs with the paper's protocol (Recall@10 against the random index), so
@@ -31,11 +31,16 @@ from typing import Any
 
 import polars as pl
 
+from omnisearchsage.atomic import atomic_path
 from omnisearchsage.contract import PINS, Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.retrieval.config import EvalConfig
-from omnisearchsage.retrieval.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
-from omnisearchsage.retrieval.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
+from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
+from omnisearchsage.orchestration.config import AblationConfig
+from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.loop import read_run_config, train
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ QUERY_FIELDS = ("engaged_queries",)
 #: The Recall@K the paper's tables report.
 K = 10
 METRIC = f"recall@{K}"
+
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,9 @@ def variants_for(tables: tuple[int, ...]) -> list[Variant]:
     return list(dict.fromkeys(need))
 
 
-def variant_config(base: Any, variant: Variant, cfg: EvalConfig) -> Any:
+def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig) -> TrainConfig:
     """The run's TrainConfig with the variant's fields/tasks and the ablation budget."""
-    budget = {k: v for k, v in (("steps", cfg.ablation.steps), ("batch_size", cfg.ablation.batch_size))
+    budget = {k: v for k, v in (("steps", budget_cfg.steps), ("batch_size", budget_cfg.batch_size))
               if v is not None}
     fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
     fields = tuple(f for f in fields if f not in variant.drop_fields)
@@ -98,30 +104,23 @@ def variant_config(base: Any, variant: Variant, cfg: EvalConfig) -> Any:
     return replace(base, model=model, tasks=tasks, **budget)
 
 
-def base_config(ws: Workspace, run: str) -> Any:
+def base_config(ws: Workspace, run: str) -> TrainConfig:
     """The TrainConfig run ``run`` was trained with (its ``config.json``)."""
-    from omnisearchsage.trainer.config import TrainConfig
-    from omnisearchsage.trainer.loop import read_run_config
-
-    if not (ws.run_dir(run) / "config.json").exists():
-        raise OmniError(f"{ws.run_dir(run) / 'config.json'}: missing; ablations start from the run's training config")
     return TrainConfig.from_json(read_run_config(ws.run_dir(run))["config"])
 
 
-def train_variant(ws: Workspace, run: str, variant: Variant, base: Any, cfg: EvalConfig) -> EmbeddingModel:
+def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
+                  budget_cfg: AblationConfig) -> EmbeddingModel:
     """Train and export the variant and load it; an export trained with the same config is reused."""
-    from omnisearchsage.trainer.export import export_run
-    from omnisearchsage.trainer.loop import read_run_config, train
-
     name = f"{run}--abl-{variant.name}"
-    export, train_cfg = ws.export_dir(name), variant_config(base, variant, cfg)
+    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg)
     wanted = json.loads(json.dumps(train_cfg.to_json()))  # as config.json stores it (lists, not tuples)
-    same = (export / "manifest.json").exists() and read_run_config(ws.run_dir(name))["config"] == wanted
-    if cfg.ablation.retrain or not same:
+    same = export.manifest.exists() and read_run_config(ws.run_dir(name))["config"] == wanted
+    if budget_cfg.retrain or not same:
         log.info("ablation: training %s", name)
         train(ws, train_cfg, name, overwrite=True)
         export_run(ws, name)
-    return EmbeddingModel.from_export(export)
+    return EmbeddingModel.from_export(export.root)
 
 
 def recall(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> tuple[float | None, int]:
@@ -151,29 +150,30 @@ def _no_text_pins(ws: Workspace) -> set[str]:
     return set(frame["pin_id"].to_list())
 
 
-def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation) -> dict[str, Any]:
+def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
+                  ablation: AblationConfig = AblationConfig()) -> dict[str, Any]:
     """Train, export and evaluate every needed variant; return the tables (see :func:`ablation_markdown`).
 
     ``main`` is the evaluation of the run itself; its held-out pairs are the ones every
     variant is scored on (same workspace, same split, same seed).
     """
-    sub_cfg = replace(cfg, baselines=(), ann=(), ablations=False)
+    sub_cfg = replace(cfg, baselines=(), ann=())
     base = base_config(ws, run)
     evals: dict[str, Evaluation | None] = {}
     errors: dict[str, str] = {}
-    own_budget = cfg.ablation.steps is None and cfg.ablation.batch_size is None
-    for variant in variants_for(cfg.ablation.tables):
+    own_budget = ablation.steps is None and ablation.batch_size is None
+    for variant in variants_for(ablation.tables):
         if variant is UNIFIED and own_budget:  # same config and budget: the run itself
             evals[variant.name] = main
             continue
         try:
-            evals[variant.name] = evaluate(ws, train_variant(ws, run, variant, base, cfg), sub_cfg)[1]
+            evals[variant.name] = evaluate(ws, train_variant(ws, run, variant, base, ablation), sub_cfg)[1]
         except OmniError as e:  # a variant the trainer refuses is reported, not fatal
             log.warning("ablation %s not trained: %s", variant.name, e)
             evals[variant.name], errors[variant.name] = None, str(e)
     unified = evals[UNIFIED.name]
-    tables: dict[str, Any] = {"steps": cfg.ablation.steps, "errors": errors, "tables": {}}
-    if 3 in cfg.ablation.tables:
+    tables: dict[str, Any] = {"steps": ablation.steps, "errors": errors, "tables": {}}
+    if 3 in ablation.tables:
         no_text = _no_text_pins(ws)
         rows = []
         for task, action, paper in _sets("query-pin"):
@@ -185,7 +185,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation) ->
             "columns": ["eval set", "paper without", "paper with", "ours without", "ours with", "pairs"],
             "rows": rows,
         }
-    if 4 in cfg.ablation.tables:
+    if 4 in ablation.tables:
         sets = _sets("query-pin")
         rows = []
         for label, variant in TABLE4_VARIANTS:
@@ -198,7 +198,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation) ->
             "columns": ["features"] + [f"{c} {p}" for _, _, p in sets for c in ("paper", "ours")],
             "rows": rows,
         }
-    if 5 in cfg.ablation.tables:
+    if 5 in ablation.tables:
         rows = []
         for task, action, paper in _sets("query-"):
             single, n = recall(evals[SINGLE_TASK[task].name], task, action)
@@ -208,7 +208,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation) ->
             "columns": ["eval set", "paper single", "paper unified", "ours single", "ours unified", "pairs"],
             "rows": rows,
         }
-    if 6 in cfg.ablation.tables:
+    if 6 in ablation.tables:
         rows = []
         for task, action, paper in _sets("compat-"):
             joint, n = recall(unified, task, action)
@@ -241,3 +241,19 @@ def ablation_markdown(ablations: dict[str, Any]) -> str:
     for name, err in ablations.get("errors", {}).items():
         out.append(f"- variant `{name}` could not be trained: {err}")
     return "\n".join(out).rstrip() + "\n"
+
+
+class Ablations:
+    """Evaluator (see :mod:`omnisearchsage.evaluation.evaluate`): trains the variants, returns the tables
+    and writes them as Markdown to ``runs/RUN/eval/ablations.md``."""
+
+    name = "ablations"
+
+    def __init__(self, run: str, cfg: AblationConfig = AblationConfig()) -> None:
+        self.run, self.cfg = run, cfg
+
+    def __call__(self, ev: Evaluation) -> dict[str, Any]:
+        tables = run_ablations(ev.ws, self.run, ev.cfg, ev, self.cfg)
+        with atomic_path(ev.ws.run(self.run).ablations) as tmp:
+            tmp.write_text(ablation_markdown(tables), encoding="utf-8")
+        return tables

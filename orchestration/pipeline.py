@@ -50,11 +50,12 @@ def run_pipeline(
     from omnisearchsage.enrich.config import BoardsConfig, CaptionConfig, FinetuneConfig, QueriesConfig
     from omnisearchsage.enrich.finetune import finetune_captioner
     from omnisearchsage.enrich.queries import build_engaged_queries
+    from omnisearchsage.evaluation.config import EvalConfig
+    from omnisearchsage.evaluation.report import write_report
+    from omnisearchsage.evaluation.run import evaluate_run
     from omnisearchsage.features.build import build_features
     from omnisearchsage.features.config import FeatureConfig
-    from omnisearchsage.retrieval.config import EvalConfig
-    from omnisearchsage.retrieval.evaluate import evaluate_run
-    from omnisearchsage.retrieval.report import write_report
+    from omnisearchsage.orchestration.ablations import Ablations
     from omnisearchsage.sample_data.generate import generate_world
     from omnisearchsage.trainer.config import TrainConfig
     from omnisearchsage.trainer.export import export_run
@@ -82,9 +83,11 @@ def run_pipeline(
           lambda: caption_workspace(ws, CaptionConfig(model=str(ws.model_dir("captioner")))))
     stage("features", ws.features_manifest.exists(), lambda: build_features(ws, FeatureConfig()))
     tcfg = TrainConfig() if cfg.train_steps is None else TrainConfig(steps=cfg.train_steps)
-    stage("train", (ws.run_dir(cfg.run_name) / "summary.json").exists(), lambda: train(ws, tcfg, cfg.run_name))
-    stage("export", (ws.export_dir(cfg.run_name) / "manifest.json").exists(), lambda: export_run(ws, cfg.run_name))
-    stage("eval", False, lambda: evaluate_run(ws, cfg.run_name, EvalConfig(ablations=cfg.ablations)))
+    run = ws.run(cfg.run_name)
+    stage("train", run.summary.exists(), lambda: train(ws, tcfg, cfg.run_name))
+    stage("export", run.export.manifest.exists(), lambda: export_run(ws, cfg.run_name))
+    extra = [Ablations(cfg.run_name)] if cfg.ablations else []
+    stage("eval", False, lambda: evaluate_run(ws, cfg.run_name, EvalConfig(), extra=extra))
     stage("report", False, lambda: write_report(ws, cfg.run_name))
     return results
 

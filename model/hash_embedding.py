@@ -22,6 +22,20 @@ from torch.nn import functional as F
 _PRIME = (1 << 31) - 1
 
 
+def hash_constants(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a`` and ``b`` of ``k`` universal hash functions ``(a * t + b) mod p``, drawn from ``seed``.
+
+    Modules keep them as buffers, so they are part of the model and saved with its weights.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, _PRIME, (k,), generator=gen), torch.randint(0, _PRIME, (k,), generator=gen)
+
+
+def universal_hash(ids: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * id + b) mod p`` per hash function: int64 [n, k] for ids int64 [n]."""
+    return (ids.unsqueeze(-1) * a + b) % _PRIME
+
+
 class HashEmbeddingBag(nn.Module):
     """Sum-pooled hash embeddings of bags of global token ids, in ``nn.EmbeddingBag`` layout.
 
@@ -39,9 +53,9 @@ class HashEmbeddingBag(nn.Module):
         self.table = nn.Parameter(torch.empty(rows, dim))
         self.importance = nn.Parameter(torch.empty(num_ids, probes))
         self.norm = nn.LayerNorm(dim)
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("hash_a", torch.randint(1, _PRIME, (probes,), generator=gen))
-        self.register_buffer("hash_b", torch.randint(0, _PRIME, (probes,), generator=gen))
+        a, b = hash_constants(probes, seed)
+        self.register_buffer("hash_a", a)
+        self.register_buffer("hash_b", b)
         # As the paper's code: Xavier-normal rows, standard-normal importance weights.
         nn.init.xavier_normal_(self.table)
         nn.init.normal_(self.importance)
@@ -51,7 +65,7 @@ class HashEmbeddingBag(nn.Module):
 
     def probe(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows of the table each id probes: int64 [n, probes]."""
-        return (ids.unsqueeze(-1) * self.hash_a + self.hash_b) % _PRIME % self.rows
+        return universal_hash(ids, self.hash_a, self.hash_b) % self.rows
 
     def token_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """``v_t`` for each id: float [n, dim]."""

@@ -1,6 +1,6 @@
 """Approximate nearest-neighbour backends for the service's entity index.
 
-Exact search (:class:`~omnisearchsage.retrieval.index.ExactIndex`) is the default
+Exact search (:class:`~omnisearchsage.search.index.ExactIndex`) is the default
 and the reference. When a catalogue is large enough that a full matrix product
 per query is too slow, an HNSW graph from faiss or usearch answers instead; both
 are optional imports. An approximate index trades recall for speed, so the
@@ -16,19 +16,30 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from omnisearchsage.errors import OmniError
-from omnisearchsage.retrieval.index import ExactIndex, SearchResult
-from omnisearchsage.retrieval.serve_config import ServeConfig
+from omnisearchsage.search.index import ExactIndex, SearchResult
 
 log = logging.getLogger(__name__)
 
 #: Approximate backends in the order ``auto`` tries them, with the module each needs.
 _APPROX = (("faiss", "faiss"), ("usearch", "usearch.index"))
 _PIP_NAMES = {"faiss": "faiss-cpu", "usearch": "usearch"}
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """HNSW graph and search sizes, and the exact index's query chunk. The service's and the
+    evaluation's configs carry the same fields, so either can be passed where this is expected."""
+
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+    exact_chunk_size: int = 256
 
 
 class VectorIndex(Protocol):
@@ -64,7 +75,7 @@ def resolve_backend(name: str) -> str:
 class FaissHNSW:
     """faiss ``IndexHNSWFlat`` with inner-product metric; the beam is widened to ``k`` per search."""
 
-    def __init__(self, embeddings: np.ndarray, cfg: ServeConfig) -> None:
+    def __init__(self, embeddings: np.ndarray, cfg: IndexParams) -> None:
         import faiss
 
         self._faiss = faiss
@@ -91,7 +102,7 @@ class FaissHNSW:
 class USearchHNSW:
     """usearch ``Index`` with inner-product metric (its distance is ``1 - score``)."""
 
-    def __init__(self, embeddings: np.ndarray, cfg: ServeConfig) -> None:
+    def __init__(self, embeddings: np.ndarray, cfg: IndexParams) -> None:
         from usearch.index import Index
 
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -124,7 +135,7 @@ class USearchHNSW:
         return SearchResult(scores, keys)
 
 
-def build_index(embeddings: np.ndarray, backend: str, cfg: ServeConfig) -> VectorIndex:
+def build_index(embeddings: np.ndarray, backend: str, cfg: IndexParams) -> VectorIndex:
     """An index of ``backend`` (already resolved, see :func:`resolve_backend`) over ``embeddings``."""
     if backend == "exact":
         return ExactIndex(embeddings, chunk_size=cfg.exact_chunk_size)

@@ -34,9 +34,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from omnisearchsage.errors import OmniError
-from omnisearchsage.trainer.config import ModelConfig
-from omnisearchsage.trainer.hash_embedding import HashEmbeddingBag
-from omnisearchsage.trainer.lexical import LexicalChannel, bag_rows
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.hash_embedding import HashEmbeddingBag
+from omnisearchsage.model.lexical import LexicalChannel, bag_rows
 
 
 def mlp(*dims: int) -> nn.Sequential:

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from omnisearchsage.retrieval.config import EvalConfig
+from omnisearchsage.evaluation.config import EvalConfig
 
 _D = EvalConfig()  # block sizes default to the evaluation's
 

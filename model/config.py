@@ -1,0 +1,99 @@
+"""The towers' shapes (``ModelConfig``) and the JSON round trip of config dataclasses.
+
+Part of the model package because an exported encoder carries its ``ModelConfig``: serving rebuilds
+the towers from it without the trainer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from omnisearchsage.contract import PIN_FIELDS, PRODUCT_FIELDS
+from omnisearchsage.errors import OmniError
+
+#: One tower serves pins and products, so it reads the union of their text fields.
+ENTITY_FIELDS = tuple(dict.fromkeys(PIN_FIELDS + PRODUCT_FIELDS))
+
+
+@dataclass
+class ModelConfig:
+    """Shapes of the entity tower and the query tower."""
+
+    #: Output dimension of both towers (paper: 256).
+    dim: int = 256
+    #: Width of a token vector in the hash table (paper: 256; 128 halves the memory traffic
+    #: of the bag, which dominates a CPU step).
+    token_dim: int = 128
+    #: Rows of the hash table every token probes (paper: 100,000 for a 1.3M-id vocabulary; the small
+    #: world's vocabularies hold ~21k tokens, and a CPU step's cost grows with the table).
+    hash_rows: int = 32_768
+    #: Hash functions per token (Svenstrup et al.; paper: 2).
+    hash_probes: int = 2
+    #: Hidden widths of the entity tower's MLP (paper: 1024, 1024).
+    entity_hidden: tuple[int, ...] = (512,)
+    #: Hidden widths of the n-gram query tower's MLP.
+    query_hidden: tuple[int, ...] = (512,)
+    #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
+    entity_fields: tuple[str, ...] = ENTITY_FIELDS
+    #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
+    use_legacy: bool = True
+    #: Set by "auto" anchoring, not by hand: the entity kind whose legacy embedding the entity tower
+    #: passes through an identity-initialised residual (its MLP starts at zero), so the model starts
+    #: as the pretrained encoder's zero-shot retrieval. None: the paper's plain MLP.
+    anchor_kind: str | None = None
+    #: The entity tower's MLP over text bags and dense features. "auto" anchoring turns it off: on
+    #: CrowdFlower (206 training queries, each product judged for one query) it memorises the training
+    #: products and pair Recall@10 on the test queries falls from 0.77 at step 0 to 0.24; without it the
+    #: entity tower is the residual legacy embedding plus the lexical channel, and holds 0.77.
+    entity_mlp: bool = True
+    #: "ngram" (hash bag + MLP over the feature tokenizers), a Hugging Face model directory, or
+    #: "auto": when ``raw/legacy_encoder.json`` says a kind's legacy embeddings were computed by a text
+    #: encoder that is installed here (``omni import relevance --embed-model`` records it), that encoder,
+    #: and the model starts in its space (see ``anchor.py``); otherwise "ngram".
+    query_encoder: str = "auto"
+    #: How a transformer query tower pools its tokens: "cls" (paper) or "mean".
+    pooling: str = "cls"
+    #: The transformer query tower's output map: "linear" (a fresh projection to ``dim``) or
+    #: "residual" (identity + a learned correction, weight-decayed towards the identity; needs
+    #: ``dim`` = the encoder's width). "auto" anchoring sets "residual".
+    query_head: str = "linear"
+    #: Buckets of the lexical channel both towers append to their output (``lexical.py``); 0: none;
+    #: None: 256 when "auto" anchors the model, else 0. The served embedding is ``dim + lexical_buckets``
+    #: wide. On CrowdFlower it is what lifts the anchored model above BM25 (pair Recall@10 0.737 -> 0.769
+    #: at step 0); on the small world it costs ~0.01 Recall@10 (query->pin 0.260 vs 0.269) and doubles
+    #: the index, so it is off there.
+    lexical_buckets: int | None = None
+    #: Entity text fields the lexical channel reads (queries: the whole query).
+    lexical_fields: tuple[str, ...] = ("title",)
+    #: Initial scale of the lexical channel against the unit dense part (learned; CrowdFlower's best
+    #: untrained value of 0.5 / 0.7 / 1.0 is 0.7).
+    lexical_beta: float = 0.7
+    #: Tokens a transformer query tower reads (paper: 64).
+    max_query_tokens: int = 64
+    #: Seed of the hash functions: part of the model, saved with it.
+    hash_seed: int = 1924031
+
+
+def config_from_json(cls: type, data: dict[str, Any]) -> Any:
+    """A config dataclass from its JSON form; unknown keys are an error (a config of another version).
+
+    JSON turns tuples into lists and nested dataclasses into dicts: both are rebuilt, the nested
+    classes found from the field annotations.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise OmniError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            kwargs[name] = config_from_json(hint, value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

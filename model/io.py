@@ -1,0 +1,210 @@
+"""The export format: write and read an exported model without the trainer.
+
+An export folder (layout: :class:`omnisearchsage.contract.ExportLayout`) holds the two encoders as
+safetensors + JSON configs beside their featurizer (and, for a transformer tower, its Hugging Face
+folder), the entity embeddings as Parquet, and a manifest. Serving and evaluation need only
+:func:`load_query_encoder`, :func:`load_entity_encoder` and :func:`load_embeddings`; the trainer's
+export writes with :func:`save_query_tower`, :func:`save_entity_tower` and :func:`write_embeddings`.
+
+Normalisation is owned here, at the one boundary where raw query text enters the model:
+:meth:`QueryEncoder.encode` normalises once and hands the normalised text to the featurizer and
+to the transformer's tokenizer; callers that already hold normalised text (the service's cache
+keys) use :meth:`QueryEncoder.encode_normalized`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from omnisearchsage.atomic import write_json
+from omnisearchsage.contract import ExportLayout
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.features.sources import LIST_FIELDS
+from omnisearchsage.features.text import normalize
+from omnisearchsage.model.config import ModelConfig, config_from_json
+from omnisearchsage.model.inputs import Catalogue, TokenBags, entity_inputs
+from omnisearchsage.model.towers import (
+    EntityTower,
+    ModelSpec,
+    NgramQueryTower,
+    QueryTower,
+    TransformerQueryTower,
+    entity_tower,
+    lexical_channel,
+)
+
+#: Fields that hold several texts per entity (board titles, engaged queries); the others one text.
+_FIELD_TYPES = {f: pl.List(pl.Utf8) for f in LIST_FIELDS}
+_L = ExportLayout
+
+
+# ---------------------------------------------------------------------------- loaded encoders
+class QueryEncoder:
+    """Query text -> float32 [n, dim] L2-normalised embeddings (normalises the text itself)."""
+
+    def __init__(self, tower: QueryTower, featurizer: Featurizer, version: str, batch_size: int) -> None:
+        self.tower, self.featurizer, self.version, self.batch_size = tower.eval(), featurizer, version, batch_size
+        self.dim = tower.out_dim
+
+    def __repr__(self) -> str:
+        return f"QueryEncoder(version={self.version!r}, dim={self.dim}, tower={type(self.tower).__name__})"
+
+    #: The normalisation every query goes through before it is tokenised (NFKC, case-fold, spaces).
+    normalize = staticmethod(normalize)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [len(texts), dim] embeddings of raw query texts (normalised here, once)."""
+        return self.encode_normalized([normalize(t) for t in texts])
+
+    @torch.inference_mode()
+    def encode_normalized(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`encode` for texts already passed through :meth:`normalize`."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            # The n-gram tower's and the lexical channel's input.
+            ids, offsets = self.featurizer.encode(chunk, normalized=True)
+            inputs = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
+            if isinstance(self.tower, TransformerQueryTower):
+                inputs |= self.tower.tokenize(chunk)
+            emb = self.tower(**inputs)
+            out[start : start + len(chunk)] = emb.float().numpy()
+        return out
+
+
+class EntityEncoder:
+    """Pin or product text fields (+ legacy embedding) -> float32 [n, dim] L2-normalised embeddings."""
+
+    def __init__(self, tower: EntityTower, featurizer: Featurizer, spec: ModelSpec, version: str,
+                 batch_size: int) -> None:
+        self.tower, self.featurizer, self.spec = tower.eval(), featurizer, spec
+        self.version, self.batch_size = version, batch_size
+        self.dim = tower.out_dim
+
+    def __repr__(self) -> str:
+        return f"EntityEncoder(version={self.version!r}, dim={self.dim}, fields={list(self.spec.fields)})"
+
+    def encode(self, kind: str, fields: Mapping[str, Sequence[Any]], legacy: np.ndarray | None = None) -> np.ndarray:
+        """``fields``: text per field name (``str``, or a list of strings for board_titles and
+        engaged_queries; missing fields are empty); ``legacy``: float32 [n, dim] with NaN rows
+        (or None) where an entity has none."""
+        n = len(next(iter(fields.values()))) if fields else (0 if legacy is None else len(legacy))
+        columns = [self.featurizer.encode_field(pl.Series(f, fields[f], dtype=_FIELD_TYPES.get(f, pl.Utf8))).to_arrow()
+                   if f in fields else None for f in self.spec.fields]
+        cat = Catalogue(kind, pl.Series([str(i) for i in range(n)]), TokenBags.from_lists(columns, n))
+        if legacy is not None:
+            cat.has_legacy = ~np.isnan(legacy).any(axis=1)
+            cat.legacy = np.where(cat.has_legacy[:, None], legacy, 0.0).astype(np.float32)
+        return self.encode_catalogue(cat)
+
+    @torch.inference_mode()
+    def encode_catalogue(self, cat: Catalogue) -> np.ndarray:
+        """Embeddings of every row of ``cat`` (the features tables' token ids)."""
+        layout = self.spec.dense_layout
+        if cat.kind in layout and cat.legacy is not None and cat.legacy_dim != layout[cat.kind][1]:
+            raise OmniError(f"{cat.kind} legacy embeddings have {cat.legacy_dim} dims; the model was trained "
+                            f"with {layout[cat.kind][1]}")
+        out = np.empty((len(cat), self.dim), dtype=np.float32)
+        for start in range(0, len(cat), self.batch_size):
+            rows = np.arange(start, min(start + self.batch_size, len(cat)))
+            out[rows] = self.tower(**entity_inputs({cat.kind: cat}, layout, [(cat.kind, rows)])).float().numpy()
+        return out
+
+
+# ---------------------------------------------------------------------------- loaders
+def load_query_encoder(export_dir: str | Path) -> QueryEncoder:
+    """The exported query tower, ready to ``encode(texts)``."""
+    layout = ExportLayout(export_dir)
+    return load_query_encoder_dir(layout.query_encoder, layout.read_manifest()["model_version"])
+
+
+def load_query_encoder_dir(qdir: Path, version: str) -> QueryEncoder:
+    """The query encoder saved in ``qdir`` by :func:`save_query_tower`, labelled ``version``."""
+    cfg = json.loads((qdir / _L.ENCODER_CONFIG).read_text(encoding="utf-8"))
+    model_cfg = config_from_json(ModelConfig, cfg["model"])
+    lexical = lexical_channel(model_cfg, ModelSpec.from_json(cfg["spec"]))
+    weights = load_file(str(qdir / _L.WEIGHTS))
+    if cfg["kind"] == "transformer":
+        # The body comes from hf/ (save_pretrained); model.safetensors holds the head and the lexical channel.
+        tower: QueryTower = TransformerQueryTower(model_cfg, qdir / _L.HF, lexical)
+        weights |= {f"transformer.{k}": v for k, v in tower.transformer.state_dict().items()}
+    else:
+        tower = NgramQueryTower(model_cfg, cfg["spec"]["num_ids"], lexical)
+    tower.load_state_dict(weights)
+    return QueryEncoder(tower, Featurizer.load(qdir / _L.FEATURIZER), version, cfg["batch_size"])
+
+
+def load_entity_encoder(export_dir: str | Path) -> EntityEncoder:
+    """The exported entity tower, ready to ``encode(kind, fields, legacy)``."""
+    layout = ExportLayout(export_dir)
+    manifest, edir = layout.read_manifest(), layout.entity_encoder
+    cfg = json.loads((edir / _L.ENCODER_CONFIG).read_text(encoding="utf-8"))
+    spec, model_cfg = ModelSpec.from_json(cfg["spec"]), config_from_json(ModelConfig, cfg["model"])
+    tower = entity_tower(model_cfg, spec, lexical_channel(model_cfg, spec))
+    tower.load_state_dict(load_file(str(edir / _L.WEIGHTS)))
+    return EntityEncoder(tower, Featurizer.load(edir / _L.FEATURIZER), spec, manifest["model_version"],
+                         cfg["batch_size"])
+
+
+def load_embeddings(export_dir: str | Path, entity_type: str) -> tuple[list[str], np.ndarray]:
+    """Ids and float32 [n, dim] embeddings of one entity type ("pin", "product" or "query")."""
+    layout = ExportLayout(export_dir)
+    path = layout.embeddings(entity_type)
+    if not path.exists():
+        raise OmniError(f"{path}: missing; the run has no {entity_type} embeddings (run `omni export`)")
+    frame = pl.read_parquet(path)
+    matrix = frame.get_column("embedding").list.to_array(layout.read_manifest()["dim"]).to_numpy()
+    return frame.get_column("id").to_list(), np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- writers
+def save_query_tower(tower: QueryTower, model_cfg: dict[str, Any], spec: ModelSpec, featurizer: Featurizer,
+                     batch_size: int, out: Path) -> str:
+    """Write the query encoder to ``out`` (``model_cfg``: the ModelConfig as JSON); returns a short hash
+    of its weights (part of the model version)."""
+    out.mkdir(parents=True)
+    model_cfg = dict(model_cfg)
+    weights = {k: v.contiguous() for k, v in tower.state_dict().items()}
+    if isinstance(tower, TransformerQueryTower):
+        tower.transformer.save_pretrained(out / _L.HF)
+        tower.tokenizer.save_pretrained(out / _L.HF)
+        model_cfg["query_encoder"] = _L.HF
+        weights = {k: v for k, v in weights.items() if not k.startswith("transformer.")}
+        kind = "transformer"
+    else:
+        kind = "ngram"
+    save_file(weights, str(out / _L.WEIGHTS))
+    featurizer.save(out / _L.FEATURIZER)
+    write_json({"kind": kind, "model": model_cfg, "spec": spec.to_json(), "dim": tower.out_dim,
+                "batch_size": batch_size}, out / _L.ENCODER_CONFIG)
+    digest = hashlib.sha256()
+    for path in sorted(out.rglob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def save_entity_tower(tower: EntityTower, model_cfg: dict[str, Any], spec: ModelSpec, featurizer: Featurizer,
+                      batch_size: int, out: Path) -> None:
+    """Write the entity encoder to ``out``."""
+    out.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / _L.WEIGHTS))
+    featurizer.save(out / _L.FEATURIZER)
+    write_json({"model": model_cfg, "spec": spec.to_json(), "dim": tower.out_dim, "batch_size": batch_size},
+               out / _L.ENCODER_CONFIG)
+
+
+def write_embeddings(layout: ExportLayout, entity_type: str, ids: pl.Series, emb: np.ndarray) -> None:
+    """One entity type's embeddings, ``id`` + ``embedding`` (list[float32]), into the export folder."""
+    path = layout.embeddings(entity_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame({"id": ids.cast(pl.Utf8), "embedding": pl.Series(emb).arr.to_list()})
+    frame.write_parquet(path, compression="zstd")

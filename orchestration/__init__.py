@@ -1,0 +1,1 @@
+"""Orchestration across stages: ``omni pipeline`` and the ablations, which train variant models."""

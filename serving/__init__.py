@@ -1,0 +1,1 @@
+"""The query-embedding service (``omni serve``): HTTP app, cache, entity index, metrics, launch."""
