@@ -227,6 +227,8 @@ ENGAGED_QUERY_COUNTS = TableSchema(
 PIN_FIELDS = ("title", "description", "caption", "board_titles", "engaged_queries")
 PRODUCT_FIELDS = ("title", "description", "brand", "caption", "engaged_queries")
 QUERY_FIELDS = ("text",)
+#: Fields that hold several texts per entity (board titles, engaged queries); the others hold one.
+LIST_FIELDS = ("board_titles", "engaged_queries")
 #: Vocabulary kinds and their tables: features/vocab/<kind>.parquet (token, id, count).
 VOCAB_KINDS = ("unigram", "bigram", "char_trigram")
 VOCAB_SCHEMA = (Column("token", Str), Column("id", pl.Int32()), Column("count", pl.Int64()))

@@ -25,6 +25,7 @@ import duckdb
 from omnisearchsage.atomic import write_json
 from omnisearchsage.contract import ENGAGEMENTS, Workspace
 from omnisearchsage.errors import OmniError
+from omnisearchsage.sql import sql_string
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def last_engagement(ws: Workspace) -> datetime:
     path = ws.path(ENGAGEMENTS)
     if not path.exists():
         raise OmniError(f"{path}: missing (needed to place the time split)")
-    last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchall()[0][0]
+    last = duckdb.sql(f"SELECT max(ts) FROM read_parquet({sql_string(path)})").fetchall()[0][0]
     if last is None:
         raise OmniError(f"{path}: no engagements, cannot place the time split")
     return last

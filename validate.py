@@ -39,6 +39,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.errors import OmniError
+from omnisearchsage.sql import sql_ident, sql_string
 
 #: How many offending rows a message shows.
 MAX_EXAMPLES = 3
@@ -118,16 +119,8 @@ def _cast(name: str, actual: pl.DataType, expected: pl.DataType) -> pl.Expr:
 
 
 # --------------------------------------------------------------------------- SQL helpers
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
 def _scan(ws: Workspace, t: TableSchema) -> str:
-    return f"read_parquet({_lit(str(ws.path(t)))}, file_row_number = true)"
+    return f"read_parquet({sql_string(str(ws.path(t)))}, file_row_number = true)"
 
 
 def _rows(rows: Sequence[int], values: Sequence[object] | None = None) -> str:
@@ -190,20 +183,20 @@ class _Checker:
         cols = [c.name for c in t.columns if not c.nullable and c.name in ok]
         if not cols:
             return
-        counts = self.con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {_ident(c)} IS NULL)" for c in cols)
+        counts = self.con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {sql_ident(c)} IS NULL)" for c in cols)
                               + f" FROM {_scan(self.ws, t)}").fetchone()
         for c, n in zip(cols, counts):
             if n:
                 rows = [r for (r,) in self.con.execute(
-                    f"SELECT file_row_number FROM {_scan(self.ws, t)} WHERE {_ident(c)} IS NULL "
+                    f"SELECT file_row_number FROM {_scan(self.ws, t)} WHERE {sql_ident(c)} IS NULL "
                     f"ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()]
                 self.add(t, f"{n} null values, {_rows(rows)}", c)
 
     def _duplicates(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
         if not t.key or any(k not in ok for k in t.key):
             return
-        keys = ", ".join(_ident(k) for k in t.key)
-        not_null = " AND ".join(f"{_ident(k)} IS NOT NULL" for k in t.key)
+        keys = ", ".join(sql_ident(k) for k in t.key)
+        not_null = " AND ".join(f"{sql_ident(k)} IS NOT NULL" for k in t.key)
         src = _scan(self.ws, t)
         # Duplicated keys, then the rows of the first one (by row number) as the example.
         sql = f"""
@@ -214,7 +207,7 @@ class _Checker:
         n_rows, n_keys, example = self.con.execute(sql).fetchone()
         if not n_keys:
             return
-        match = " AND ".join(f"{_ident(k)} = {_lit(str(v))}" for k, v in zip(t.key, example))
+        match = " AND ".join(f"{sql_ident(k)} = {sql_string(str(v))}" for k, v in zip(t.key, example))
         rows = [r for (r,) in self.con.execute(
             f"SELECT file_row_number FROM {src} WHERE {match} ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()]
         value = ", ".join(str(v) for v in example)
@@ -225,9 +218,9 @@ class _Checker:
         for (table, col), allowed in _ALLOWED_VALUES.items():
             if table != t.name or col not in ok:
                 continue
-            values = ", ".join(_lit(v) for v in allowed)
-            sql = (f"SELECT file_row_number, {_ident(col)}, count(*) OVER () FROM {_scan(self.ws, t)} "
-                   f"WHERE {_ident(col)} IS NOT NULL AND {_ident(col)}::VARCHAR NOT IN ({values}) "
+            values = ", ".join(sql_string(v) for v in allowed)
+            sql = (f"SELECT file_row_number, {sql_ident(col)}, count(*) OVER () FROM {_scan(self.ws, t)} "
+                   f"WHERE {sql_ident(col)} IS NOT NULL AND {sql_ident(col)}::VARCHAR NOT IN ({values}) "
                    f"ORDER BY 1 LIMIT {MAX_EXAMPLES}")
             bad = self.con.execute(sql).fetchall()
             if bad:
@@ -242,7 +235,7 @@ class _Checker:
         for c in t.columns:
             if c.name not in ok or not c.name.endswith("embedding") or not isinstance(c.dtype, pl.List):
                 continue
-            col, src = _ident(c.name), _scan(self.ws, t)
+            col, src = sql_ident(c.name), _scan(self.ws, t)
             lengths = self.con.execute(f"SELECT len({col}) AS l, count(*) AS n FROM {src} WHERE {col} IS NOT NULL "
                                    "GROUP BY l ORDER BY n DESC, l").fetchall()
             if len(lengths) <= 1:
@@ -262,14 +255,14 @@ class _Checker:
         parent_ok = self.usable.get(ref.parent.name)
         if parent_ok is not None and ref.parent_column not in parent_ok:
             return
-        col = _ident(ref.column)
+        col = sql_ident(ref.column)
         src = f"(SELECT * FROM {_scan(self.ws, ref.child)} WHERE {ref.where} AND {col} IS NOT NULL) c"
         if parent_ok is None:
             body, missing = f"SELECT c.file_row_number AS r, c.{col} AS v FROM {src}", " (missing)"
         else:
-            parent = f"read_parquet({_lit(str(self.ws.path(ref.parent)))}) p"
+            parent = f"read_parquet({sql_string(str(self.ws.path(ref.parent)))}) p"
             body = (f"SELECT c.file_row_number AS r, c.{col} AS v FROM {src} ANTI JOIN {parent} "
-                    f"ON c.{col} = p.{_ident(ref.parent_column)}")
+                    f"ON c.{col} = p.{sql_ident(ref.parent_column)}")
             missing = ""
         try:
             bad = self.con.execute(f"SELECT r, v, count(*) OVER () FROM ({body}) ORDER BY r "

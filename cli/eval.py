@@ -21,64 +21,17 @@ _E, _A, _I = EvalConfig(), AblationConfig(), RelevanceImportConfig()
 import_app = typer.Typer(help="Turn an external data set into a workspace.", no_args_is_help=True)
 
 
-def _f(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        return f"[{v[0]:.3f}, {v[1]:.3f}]"
-    return str(v)
-
-
-def _with_ci(value: float, ci: Any) -> str:
-    """``0.737 (0.65–0.81)``: the figure and its bootstrap interval, short enough for one cell."""
-    return _f(value) if not ci else f"{value:.3f} ({ci[0]:.2f}–{ci[1]:.2f})"
-
-
-def _paper(h: dict[str, Any]) -> str:
-    if h["paper_omnisearchsage"] is None:
-        return "–"
-    return f"{_f(h['paper_searchsage'])}→{_f(h['paper_omnisearchsage'])}"
-
-
 def results_tables(results: dict[str, Any]) -> list[Table]:
-    """The headline table (paper figures beside ours), relevance metrics and ablation tables."""
-    head = Table(title="Recall@10 of the model beside BM25 and the paper", box=box.SIMPLE_HEAD,
-                 caption="rnd: among N random entities + the positive (paper protocol); filt: whole catalogue "
-                         "without the query's other positives; paper: SearchSage→OmniSearchSage on the paper's "
-                         "set beside ours (pin save, pin long click; product save ↔ add_to_cart, product long "
-                         "click ↔ click; query click); compat rows: Table 6, trained alone→jointly.")
-    for col in ("set", "pairs", "rnd", "filt", "BM25", "paper"):
-        head.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
-    for h in results.get("headline", []):
-        head.add_row(f"{h['task']}/{h['action']}", str(h["pairs"]), _f(h["model_random"]), _f(h["model_full"]),
-                     _f(h["bm25_random"]), _paper(h))
-    out = [head]
-    rel = results.get("relevance")
-    if rel:
-        metrics = ("pair_recall@10", "pair_recall@100", "query_recall@10", "ndcg@10")
-        table = Table(title=f"{rel.get('dataset')}: {rel['test_queries']} test queries, "
-                            f"{rel['positive_pairs']} positive pairs", box=box.SIMPLE_HEAD,
-                      caption="pair R@K filtered, query R@10, nDCG@10 as the data set's README defines them; "
-                              "(95% query-bootstrap interval; all in results.json); README rows: its reference "
-                              "figures")
-        table.add_column("system", no_wrap=True)
-        for m in ("pair R@10", "pair R@100", "query R@10", "nDCG@10"):
-            table.add_column(m, justify="right", no_wrap=True)
-        for name, m in rel["systems"].items():
-            # Intervals for the two figures the data set's README judges systems by.
-            table.add_row(name, *(_with_ci(m[k], m.get(f"{k}_ci")) if k in ("pair_recall@10", "ndcg@10")
-                                  else _f(m[k]) for k in metrics))
-        for name, m in rel.get("references", {}).items():
-            table.add_row(name, *(_f(m.get(k)) for k in metrics))
-        out.append(table)
-    for t in results.get("ablations", {}).get("tables", {}).values():
-        table = Table(title=t["title"], box=box.SIMPLE_HEAD)
-        for c in t["columns"]:
-            table.add_column(c, justify="right")
-        for row in t["rows"]:
-            table.add_row(*(_f(v) for v in row))
+    """The report's tables (headline beside the paper, relevance metrics, ablations) as rich tables."""
+    from omnisearchsage.evaluation.report import fmt, tables
+
+    out = []
+    for title, header, rows, note in tables(results, detail=False):
+        table = Table(title=title, box=box.SIMPLE_HEAD, caption=note or None)
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*(fmt(v) for v in row))
         out.append(table)
     return out
 

@@ -19,6 +19,7 @@ import duckdb
 from omnisearchsage.atomic import atomic_path
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.text import normalize
+from omnisearchsage.sql import sql_string
 
 #: SQL name of :func:`normalize`; call it on DISTINCT values only (it runs in Python).
 NORMALIZE_FN = "omni_normalize"
@@ -56,11 +57,6 @@ def connect(scratch_parent: Path, memory_limit: str, threads: int | None) -> Ite
             yield con
         finally:
             con.close()
-
-
-def sql_string(text: str | Path) -> str:
-    """A SQL string literal (for COPY targets and KV metadata, which take no parameters)."""
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def copy_to_parquet(

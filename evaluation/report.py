@@ -35,7 +35,14 @@ svg text{font-size:11px;font-family:system-ui,sans-serif}.note{color:#666;font-s
 """
 
 
-def _fmt(v: Any) -> str:
+def _paper(h: dict[str, Any]) -> str:
+    if h["paper_omnisearchsage"] is None:
+        return "–"
+    return f"{fmt(h['paper_searchsage'])}→{fmt(h['paper_omnisearchsage'])}"
+
+
+def fmt(v: Any) -> str:
+    """One table cell: floats to 3 places, (lo, hi) intervals in brackets, missing as "–"."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
@@ -155,23 +162,24 @@ def loss_series(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     return series
 
 
-def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]], str]]:
-    """Every table of the report as (title, header, rows, note)."""
+def tables(results: dict[str, Any], detail: bool = True) -> list[tuple[str, list[str], list[list[Any]], str]]:
+    """Every table of the report as (title, header, rows, note); the one source of the HTML/Markdown
+    report and of what ``omni eval`` prints (``detail=False``: without the wide per-system and ANN tables)."""
     out = []
     head = results.get("headline", [])
     if head:
         out.append((
-            "Headline: Recall@10, model vs BM25 vs the paper (Table 2)",
-            ["set", "pairs", "ours (random index)", "ours (full, filtered)", "BM25 text+queries",
-             "paper set", "paper SearchSage", "paper OmniSearchSage"],
-            [[f"{h['task']} / {h['action']}", h["pairs"], h["model_random"], h["model_full"], h["bm25_random"],
-              h["paper_set"], h["paper_searchsage"], h["paper_omnisearchsage"]] for h in head],
-            ("random index: the positive among N random entities (paper protocol, N capped at the catalogue); "
-             "full: among every entity except the query's other positives. Compat rows stand beside Table 6 "
-             "(SearchSage trained alone → compatibility towers trained jointly)."),
+            "Headline: Recall@10 of the model beside BM25 and the paper (Table 2)",
+            ["set", "pairs", "rnd", "filt", "BM25", "paper"],
+            [[f"{h['task']}/{h['action']}", h["pairs"], h["model_random"], h["model_full"], h["bm25_random"],
+              _paper(h)] for h in head],
+            ("rnd: among N random entities + the positive (paper protocol, N capped at the catalogue); filt: "
+             "whole catalogue without the query's other positives; BM25: text + engaged queries, rnd; paper: "
+             "SearchSage→OmniSearchSage on the paper's set beside ours (pin save, pin long click; product save ↔ "
+             "add_to_cart, product long click ↔ click; query click); compat rows: Table 6, trained alone→jointly."),
         ))
     rows = [r for r in results.get("rows", []) if r["lang"] == "all"]
-    if rows:
+    if rows and detail:
         ks = [k for k in rows[0]["random"] if k.startswith("recall@")] + ["mrr"]
         out.append((
             "All systems, all sets (random index | full catalogue, filtered)",
@@ -194,7 +202,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
             "README rows are the data set's reference figures (same split and metrics); CIs are query-bootstrap.",
         ))
     ann = results.get("ann")
-    if ann:
+    if ann and detail:
         out.append((
             "Approximate search vs exact search (model embeddings, test queries)",
             ["library", "entity type", "candidates", "queries", "recall vs exact@10", "build s", "search s",
@@ -210,7 +218,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
 
 def _html_table(title: str, header: list[str], rows: list[list[Any]], note: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
     return f"<h2>{html.escape(title)}</h2>{note_html}<table><tr>{head}</tr>{body}</table>"
 
@@ -218,7 +226,7 @@ def _html_table(title: str, header: list[str], rows: list[list[Any]], note: str)
 def _md_table(title: str, header: list[str], rows: list[list[Any]], note: str) -> str:
     lines = [f"## {title}", ""] + ([note, ""] if note else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

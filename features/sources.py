@@ -20,6 +20,7 @@ from omnisearchsage.contract import (
     CAPTIONS,
     ENGAGED_QUERIES,
     ENGAGEMENTS,
+    LIST_FIELDS,
     PINS,
     PRODUCTS,
     TableSchema,
@@ -31,9 +32,6 @@ from omnisearchsage.split import TimeSplit
 from omnisearchsage.validate import read_table, validate_workspace
 
 log = logging.getLogger(__name__)
-
-#: Fields whose values are lists of texts (each element is tokenised on its own).
-LIST_FIELDS = ("board_titles", "engaged_queries")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Layout of token ids. A features table holds one ``list[int32]`` per text field. A
 :class:`TokenBags` keeps them as one CSR array, bag ``field * rows + row``, and gathers any set of
 rows into ``nn.EmbeddingBag`` input (flat ids + offsets) with a few NumPy index operations, no
-Python loop over rows. Training, export and evaluation read catalogues the same way, from here.
+Python loop over rows. Nothing here reads files: the trainer loads catalogues from the workspace
+(``trainer/data.py``), and serving builds them from text.
 """
 from __future__ import annotations
 
@@ -16,16 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from omnisearchsage.contract import FEATURE_PINS, FEATURE_PRODUCTS, PINS, PRODUCTS, TableSchema, Workspace
-from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.validate import read_table
-
-#: The features table and the raw table (legacy embeddings) of each entity kind.
-ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
-    "pin": (FEATURE_PINS, PINS),
-    "product": (FEATURE_PRODUCTS, PRODUCTS),
-}
 
 
 # ---------------------------------------------------------------------------- token bags
@@ -93,49 +85,6 @@ class Catalogue:
     @property
     def legacy_dim(self) -> int:
         return 0 if self.legacy is None else self.legacy.shape[1]
-
-
-def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Catalogue | None:
-    """Pins or products from ``features/<kind>s.parquet`` (None if the workspace has none) with
-    their legacy embeddings from the raw table."""
-    feature_table, raw_table = ENTITY_TABLES[kind]
-    path = ws.path(feature_table)
-    if not path.exists():
-        return None
-    key = feature_table.columns[0].name
-    present = set(pl.read_parquet_schema(path))
-    if key not in present:
-        raise OmniError(f"{path}: column {key!r} missing; rebuild with `omni features build`")
-    wanted = [f for f in fields if f in present]
-    frame = pl.read_parquet(path, columns=[key, *wanted])
-    if frame.height == 0:  # a products-only catalogue has an empty pins table, and vice versa
-        return None
-    bags = TokenBags.from_lists([frame.get_column(f).to_arrow() if f in wanted else None for f in fields],
-                                frame.height)
-    legacy, has = _legacy(ws, raw_table, frame.select(key))
-    return Catalogue(kind, frame.get_column(key), bags, legacy, has)
-
-
-def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Legacy embeddings aligned to ``keys`` (zeros + False where missing); None if there are none."""
-    if not ws.has(table):
-        return None, None
-    key = table.columns[0].name
-    raw = (read_table(ws, table).select(key, "legacy_embedding")
-           .filter(pl.col("legacy_embedding").is_not_null()).collect())
-    if raw.height == 0:
-        return None, None
-    lengths = raw.get_column("legacy_embedding").list.len()
-    dim = int(lengths[0])
-    if (lengths != dim).any():
-        bad = raw.filter(lengths != dim).get_column(key).head(3).to_list()
-        raise OmniError(f"{ws.path(table)}: column legacy_embedding has lengths other than {dim} "
-                        f"(rows {', '.join(bad)})")
-    aligned = keys.join(raw, on=key, how="left", maintain_order="left").get_column("legacy_embedding")
-    has = aligned.is_not_null().to_numpy()
-    dense = np.zeros((keys.height, dim), dtype=np.float32)
-    dense[has] = aligned.filter(aligned.is_not_null()).list.to_array(dim).to_numpy()
-    return dense, has
 
 
 def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:

@@ -25,10 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from omnisearchsage.atomic import write_json
-from omnisearchsage.contract import ExportLayout
+from omnisearchsage.contract import LIST_FIELDS, ExportLayout
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.features.sources import LIST_FIELDS
 from omnisearchsage.features.text import normalize
 from omnisearchsage.model.config import ModelConfig, config_from_json
 from omnisearchsage.model.inputs import Catalogue, TokenBags, entity_inputs

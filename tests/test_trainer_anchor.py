@@ -26,6 +26,7 @@ from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import read_run_config, read_summary, train
 
 from .test_import_relevance import write_set
+from .tiny_models import tiny_bert
 
 #: Small sketches and batches; lr ~ 0 so a 1-step run keeps its initial weights.
 FROZEN = TrainConfig(steps=1, batch_size=8, lr=1e-12, warmup_steps=1, loss=LossConfig(sketch_width=1024))
@@ -33,17 +34,9 @@ FROZEN = TrainConfig(steps=1, batch_size=8, lr=1e-12, warmup_steps=1, loss=LossC
 
 def _tiny_encoder(out: Path) -> Path:
     """A 32-wide BERT with a word-level vocabulary: the 'pretrained' text encoder of the tests."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["blue", "cable", "case", "coffee", "desk", "garden", "hat", "hose", "lamp", "leather", "mug", "oak", "phone", "red", "running", "sandals", "scarf", "shoes", "straw", "table", "usb", "wool"]
-    out.mkdir(parents=True)
-    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    words = ["blue", "cable", "case", "coffee", "desk", "garden", "hat", "hose", "lamp", "leather", "mug", "oak",
+             "phone", "red", "running", "sandals", "scarf", "shoes", "straw", "table", "usb", "wool"]
+    return tiny_bert(words, out)
 
 
 @pytest.fixture(scope="module")

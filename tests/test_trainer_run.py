@@ -32,6 +32,8 @@ from omnisearchsage.trainer.loop import Objective, load_checkpoint, model_spec, 
 from omnisearchsage.trainer.loss import MultiTaskLoss
 from omnisearchsage.validate import read_table
 
+from .tiny_models import tiny_bert
+
 runner = CliRunner()
 
 # Small towers and sketches: the tests check behaviour, not quality.
@@ -235,18 +237,9 @@ def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained
 
 
 def _tiny_bert(ws: Workspace, out: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     words = (pl.read_parquet(ws.path(ENGAGED_QUERIES)).get_column("queries").explode().str.split(" ").explode()
              .unique().sort().to_list())
-    out.mkdir(parents=True)
-    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[:500]]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return tiny_bert(words[:500], out, layers=2)
 
 
 def test_export_reproduces_training_time_embeddings_tiny_bert(ws: Workspace, tmp_path: Path):
@@ -261,6 +254,9 @@ def test_export_reproduces_training_time_embeddings_tiny_bert(ws: Workspace, tmp
     with torch.no_grad():  # the training-time path: the features' ids (lexical channel) + the BERT tokens
         trained_q = model.query(**data.query_inputs(np.arange(30), model.query.tokenize)).numpy()
     encoder = load_query_encoder(export)
+    # The tokenizer really reads the queries' words (not a handful of ids all [UNK]).
+    ids = model.query.tokenize(texts)["input_ids"]
+    assert model.query.tokenizer.vocab_size > 100 and (ids > 4).any(dim=1).float().mean() > 0.8  # 0-4: specials
     assert np.abs(encoder.encode(texts) - trained_q).max() < 1e-5
     assert (export / "query_encoder" / "hf" / "config.json").exists()
     assert not list(export.rglob("*.bin")) and not list(export.rglob("*.pt")) and not list(export.rglob("*.pkl"))

@@ -19,22 +19,76 @@ import numpy as np
 import polars as pl
 import torch
 
-from omnisearchsage.contract import ENGAGEMENTS, TASKS, Workspace
+from omnisearchsage.contract import (
+    ENGAGEMENTS,
+    FEATURE_PINS,
+    FEATURE_PRODUCTS,
+    PINS,
+    PRODUCTS,
+    TASKS,
+    TableSchema,
+    Workspace,
+)
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize_expr
-from omnisearchsage.model.inputs import (
-    ENTITY_TABLES,
-    Catalogue,
-    entity_inputs,
-    load_entity_catalogue,
-    query_catalogue,
-)
+from omnisearchsage.model.inputs import Catalogue, TokenBags, entity_inputs, query_catalogue
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------- catalogues
+#: The features table and the raw table (legacy embeddings) of each entity kind.
+ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
+    "pin": (FEATURE_PINS, PINS),
+    "product": (FEATURE_PRODUCTS, PRODUCTS),
+}
+
+
+def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Catalogue | None:
+    """Pins or products from ``features/<kind>s.parquet`` (None if the workspace has none) with
+    their legacy embeddings from the raw table."""
+    feature_table, raw_table = ENTITY_TABLES[kind]
+    path = ws.path(feature_table)
+    if not path.exists():
+        return None
+    key = feature_table.columns[0].name
+    present = set(pl.read_parquet_schema(path))
+    if key not in present:
+        raise OmniError(f"{path}: column {key!r} missing; rebuild with `omni features build`")
+    wanted = [f for f in fields if f in present]
+    frame = pl.read_parquet(path, columns=[key, *wanted])
+    if frame.height == 0:  # a products-only catalogue has an empty pins table, and vice versa
+        return None
+    bags = TokenBags.from_lists([frame.get_column(f).to_arrow() if f in wanted else None for f in fields],
+                                frame.height)
+    legacy, has = _legacy(ws, raw_table, frame.select(key))
+    return Catalogue(kind, frame.get_column(key), bags, legacy, has)
+
+
+def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Legacy embeddings aligned to ``keys`` (zeros + False where missing); None if there are none."""
+    if not ws.has(table):
+        return None, None
+    key = table.columns[0].name
+    raw = (read_table(ws, table).select(key, "legacy_embedding")
+           .filter(pl.col("legacy_embedding").is_not_null()).collect())
+    if raw.height == 0:
+        return None, None
+    lengths = raw.get_column("legacy_embedding").list.len()
+    dim = int(lengths[0])
+    if (lengths != dim).any():
+        bad = raw.filter(lengths != dim).get_column(key).head(3).to_list()
+        raise OmniError(f"{ws.path(table)}: column legacy_embedding has lengths other than {dim} "
+                        f"(rows {', '.join(bad)})")
+    aligned = keys.join(raw, on=key, how="left", maintain_order="left").get_column("legacy_embedding")
+    has = aligned.is_not_null().to_numpy()
+    dense = np.zeros((keys.height, dim), dtype=np.float32)
+    dense[has] = aligned.filter(aligned.is_not_null()).list.to_array(dim).to_numpy()
+    return dense, has
+
 
 # ---------------------------------------------------------------------------- pairs
 def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions: Sequence[str],

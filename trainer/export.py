@@ -23,7 +23,6 @@ from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import FEATURE_QUERIES, ExportLayout, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.model.inputs import load_entity_catalogue
 from omnisearchsage.model.io import (
     EntityEncoder,
     load_query_encoder_dir,
@@ -33,6 +32,7 @@ from omnisearchsage.model.io import (
 )
 from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.data import load_entity_catalogue
 from omnisearchsage.trainer.loop import checkpoints, read_run_config
 
 log = logging.getLogger(__name__)
