@@ -144,6 +144,45 @@ class CaptionConfig:
             )
 
 
+# ---------------------------------------------------------------- visual embeddings
+#: ``VisualConfig.model`` value naming the bundled backbone (also the default).
+BUNDLED_BACKBONE = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """How ``omni enrich visual`` embeds every pin and product image.
+
+    ``model`` is ``None`` or ``"efficientnet-lite0"`` for the bundled EfficientNet-Lite0
+    (ImageNet weights from the ``visual`` extra), or a local Hugging Face vision model
+    folder (CLIP, SigLIP, DINOv2, ViT...). ``precision="auto"`` is bf16 on a GPU that
+    supports it, else fp16 on a GPU, else fp32 on CPU. Shards of ``shard_size`` images
+    are the unit of resumption: a kill loses at most one.
+    """
+
+    model: str | None = None
+    batch_size: int = 64  # images per forward pass
+    precision: str = "auto"
+    num_workers: int = 1  # DataLoader processes decoding images while the model runs
+    prefetch_batches: int = 2  # batches each worker decodes ahead
+    shard_size: int = 1024  # images per results shard
+    max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
+    hash_threads: int = 4  # threads hashing image files (I/O bound)
+
+    def __post_init__(self) -> None:
+        if self.precision not in _PRECISIONS:
+            raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
+        positive = {
+            "batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
+            "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
+            "hash_threads": self.hash_threads,
+        }
+        bad = {k: v for k, v in positive.items() if v < 1}
+        if bad or self.num_workers < 0:
+            raise OmniError(f"visual options must be at least 1 (workers at least 0), got "
+                            f"{bad or {'num_workers': self.num_workers}}")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How ``omni enrich finetune-captioner`` trains a BLIP on (image, alt text) pairs.
