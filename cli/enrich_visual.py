@@ -12,24 +12,21 @@ from typing import Annotated, Any
 import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.image_stage import (
+    MaxPixelsOpt,
+    PrecisionOpt,
+    ShardSizeOpt,
+    WorkersOpt,
+    echo_image_stage,
+)
+from omnisearchsage.contract import VISUAL_ERRORS
 from omnisearchsage.enrich.config import BUNDLED_BACKBONE, VisualConfig
 
 
 def echo_visual(stats: dict[str, Any]) -> None:
     """Counts, coverage per entity type, error reasons and speed of a visual-embedding run."""
-    per_kind = ", ".join(
-        f"{kind}s {stats['embedded'][kind]:,}/{stats['entities'][kind]:,} ({stats['coverage'][kind]:.1%})"
-        for kind in stats["entities"]
-    )
-    typer.echo(
-        f"visual embeddings ({stats['model']}, {stats['dim'] or 0}-d): {stats['unique_images']:,} unique images; "
-        f"coverage: {per_kind}"
-    )
-    rate = f" at {stats['images_per_s']:,.1f} img/s" if stats["images_per_s"] else ""
-    typer.echo(f"embedded this run: {stats['embedded_this_run']:,} images in {stats['seconds']:.1f}s{rate}")
-    if stats["error_reasons"]:
-        reasons = ", ".join(f"{reason} {n:,}" for reason, n in stats["error_reasons"].items())
-        typer.echo(f"errors (enrich/visual_errors.parquet): {reasons}")
+    title = f"visual embeddings ({stats['model']}, {stats['dim'] or 0}-d)"
+    echo_image_stage(stats, title, "embedded", VISUAL_ERRORS.relpath)
 
 
 def visual(
@@ -44,19 +41,10 @@ def visual(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = VisualConfig.batch_size,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.")
-    ] = VisualConfig.precision,
-    workers: Annotated[
-        int,
-        typer.Option(help="DataLoader processes decoding images while the model runs (0: decode inline)."),
-    ] = VisualConfig.num_workers,
-    shard_size: Annotated[
-        int, typer.Option(help="Images per results shard: the most work a kill can lose.")
-    ] = VisualConfig.shard_size,
-    max_image_pixels: Annotated[
-        int, typer.Option(help="Larger images are recorded as errors (decompression-bomb guard).")
-    ] = VisualConfig.max_image_pixels,
+    precision: PrecisionOpt = VisualConfig.precision,
+    workers: WorkersOpt = VisualConfig.num_workers,
+    shard_size: ShardSizeOpt = VisualConfig.shard_size,
+    max_image_pixels: MaxPixelsOpt = VisualConfig.max_image_pixels,
 ) -> None:
     """Embed every pin and product image (enrich/visual_embeddings.parquet, enrich/visual_errors.parquet).
 

@@ -43,7 +43,9 @@ from omnisearchsage.enrich.image_stage import (
     ShardedResults,
     ShardWriter,
     coverage_stats,
+    error_rows,
     image_side,
+    join_results,
     model_fingerprint,
     model_name,
     process_images,
@@ -189,7 +191,7 @@ def caption_workspace(ws: Workspace, cfg: CaptionConfig) -> dict[str, Any]:
 
 def _merge(ws: Workspace, plan: pl.DataFrame, results: pl.DataFrame, model: str) -> None:
     """Join finished results to the entities; write both outputs atomically."""
-    joined = plan.join(results.rename({"error": "result_error"}), on="sha256", how="left")
+    joined = join_results(plan, results)
     captions = (
         joined.filter(pl.col("caption").is_not_null())
         .select(
@@ -201,16 +203,7 @@ def _merge(ws: Workspace, plan: pl.DataFrame, results: pl.DataFrame, model: str)
         )
         .sort("entity_type", "entity_id")
     )
-    errors = (
-        joined.filter(pl.col("caption").is_null())
-        .select(
-            "entity_type",
-            "entity_id",
-            "image_path",
-            pl.coalesce("error", "result_error", pl.lit("not captioned")).alias("error"),
-        )
-        .sort("entity_type", "entity_id")
-    )
+    errors = error_rows(joined, "caption", "not captioned")
     write_parquet(captions.cast(CAPTIONS.polars_schema), ws.path(CAPTIONS))
     write_parquet(errors.cast(CAPTION_ERRORS.polars_schema), ws.path(CAPTION_ERRORS))
 

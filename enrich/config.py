@@ -103,6 +103,17 @@ def parse_weights(items: list[str]) -> dict[str, float]:
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def _check_image_run(what: str, precision: str, num_workers: int, at_least_one: dict[str, int]) -> None:
+    """The checks every per-image stage config shares (captions, visual embeddings)."""
+    if precision not in _PRECISIONS:
+        raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    bad = {k: v for k, v in at_least_one.items() if v < 1}
+    if bad:
+        raise OmniError(f"{what} options must be at least 1, got {bad}")
+    if num_workers < 0:
+        raise OmniError(f"num_workers must be at least 0, got {num_workers}")
+
+
 @dataclass(frozen=True)
 class CaptionConfig:
     """How ``omni enrich captions`` runs BLIP over every pin and product image.
@@ -126,20 +137,14 @@ class CaptionConfig:
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
     def __post_init__(self) -> None:
-        if self.precision not in _PRECISIONS:
-            raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
-        positive = {
+        _check_image_run("caption", self.precision, self.num_workers, {
             "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
             "prefetch_batches": self.prefetch_batches, "shard_size": self.shard_size,
             "max_image_pixels": self.max_image_pixels, "hash_threads": self.hash_threads,
-        }
-        bad = {k: v for k, v in positive.items() if v < 1}
-        if bad:
-            raise OmniError(f"caption options must be at least 1, got {bad}")
-        if self.num_workers < 0 or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+        })
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OmniError(
-                f"need num_workers >= 0 and 0 <= min_new_tokens <= max_new_tokens, got num_workers="
-                f"{self.num_workers}, min_new_tokens={self.min_new_tokens}, "
+                f"need 0 <= min_new_tokens <= max_new_tokens, got min_new_tokens={self.min_new_tokens}, "
                 f"max_new_tokens={self.max_new_tokens}"
             )
 
@@ -170,17 +175,11 @@ class VisualConfig:
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
     def __post_init__(self) -> None:
-        if self.precision not in _PRECISIONS:
-            raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
-        positive = {
+        _check_image_run("visual", self.precision, self.num_workers, {
             "batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
             "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
             "hash_threads": self.hash_threads,
-        }
-        bad = {k: v for k, v in positive.items() if v < 1}
-        if bad or self.num_workers < 0:
-            raise OmniError(f"visual options must be at least 1 (workers at least 0), got "
-                            f"{bad or {'num_workers': self.num_workers}}")
+        })
 
 
 @dataclass(frozen=True)

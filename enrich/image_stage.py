@@ -29,7 +29,6 @@ import concurrent.futures
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -423,6 +422,28 @@ def run_image_stage(
         work.compact()
     state.wait_for_everyone()
     return RunResult(len(todo), round(seconds, 2))
+
+
+def join_results(plan: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
+    """The plan (one row per entity and image) with each image's finished result; the result's
+    ``error`` becomes ``result_error`` beside the plan's own (unreadable file) ``error``."""
+    return plan.join(results.rename({"error": "result_error"}), on="sha256", how="left")
+
+
+def error_rows(joined: pl.DataFrame, value: str, fallback: str) -> pl.DataFrame:
+    """``(entity_type, entity_id, image_path, error)`` of every entity image with no ``value``:
+    the file's error, else the image's (decoding, model), else ``fallback``."""
+    return (
+        joined.filter(pl.col(value).is_null())
+        .select(
+            "entity_type",
+            "entity_id",
+            "image_path",
+            pl.coalesce("error", "result_error", pl.lit(fallback)).alias("error"),
+        )
+        .unique(["entity_type", "entity_id", "image_path"])
+        .sort("entity_type", "entity_id", "image_path")
+    )
 
 
 def coverage_stats(

@@ -46,7 +46,9 @@ from omnisearchsage.enrich.image_stage import (
     ShardedResults,
     ShardWriter,
     coverage_stats,
+    error_rows,
     image_side,
+    join_results,
     model_fingerprint,
     model_name,
     process_images,
@@ -289,22 +291,12 @@ def _merge(ws: Workspace, plan: pl.DataFrame, results: pl.DataFrame, model: str)
     An entity with one good and one bad image keeps the good image's embedding, and the bad
     image gets an error row.
     """
-    joined = plan.join(results.rename({"error": "result_error"}), on="sha256", how="left")
+    joined = join_results(plan, results)
     embedded = average_by_entity(joined.filter(pl.col("embedding").is_not_null()))
     out = embedded.select(
         "entity_type", "entity_id", "image_sha256", "embedding", pl.lit(model).alias("model")
     ).sort("entity_type", "entity_id")
-    errors = (
-        joined.filter(pl.col("embedding").is_null())
-        .select(
-            "entity_type",
-            "entity_id",
-            "image_path",
-            pl.coalesce("error", "result_error", pl.lit("not embedded")).alias("error"),
-        )
-        .unique(["entity_type", "entity_id", "image_path"])
-        .sort("entity_type", "entity_id", "image_path")
-    )
+    errors = error_rows(joined, "embedding", "not embedded")
     write_parquet(out.cast(VISUAL_EMBEDDINGS.polars_schema), ws.path(VISUAL_EMBEDDINGS))
     write_parquet(errors.cast(VISUAL_ERRORS.polars_schema), ws.path(VISUAL_ERRORS))
 
