@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -121,52 +119,10 @@ def test_cli_captions_every_entity_and_each_distinct_image_once(
     assert pl.read_parquet(ws.path(CAPTIONS)).equals(caps)
 
 
-def _bad_corpus(root: Path) -> dict[str, str | None]:
-    """Pin id -> the error reason's start it must get (None: must be captioned)."""
-    img = root / "raw" / "images"
-    img.mkdir(parents=True)
-    Image.new("RGB", (40, 30), (200, 20, 20)).save(img / "ok.jpg")
-    (img / "zero.jpg").write_bytes(b"")
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
-    (img / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    (img / "text.jpg").write_text("this is not a photo\n")
-    Image.new("1", (3000, 3000)).save(img / "bomb.png")  # 9 MP canvas in a few kB
-    (img / "a_directory.jpg").mkdir()
-    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(img / "cmyk.jpg")
-    Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)).save(img / "grey16.png")
-    palette = Image.new("P", (40, 30), 0)
-    palette.putpalette([255, 0, 0, 0, 255, 0])
-    palette.save(img / "palette.png", transparency=0)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90
-    Image.new("RGB", (60, 30), (0, 0, 255)).save(img / "rotated.jpg", exif=exif)
-    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
-    frames[0].save(img / "animated.gif", save_all=True, append_images=frames[1:])
-    expected = {
-        "ok": None,
-        "zero": "empty file",
-        "truncated": "corrupt image",
-        "text": "not an image",
-        "bomb": "decompression bomb guard",
-        "a_directory": "unreadable file",
-        "missing": "missing file",
-        "cmyk": None,
-        "grey16": None,
-        "palette": None,
-        "rotated": None,
-        "animated": None,
-    }
-    names = {p.stem: f"raw/images/{p.name}" for p in img.iterdir()} | {"missing": "raw/images/missing.jpg"}
-    pl.DataFrame({"pin_id": list(expected), "image_path": [names[k] for k in expected]}).write_parquet(
-        root / PINS.relpath
-    )
-    return expected
-
-
-def test_bad_images_become_error_rows_and_the_rest_is_captioned(tmp_path: Path, tiny_blip: str) -> None:
-    ws = Workspace(tmp_path)
-    expected = _bad_corpus(tmp_path)
+def test_bad_images_become_error_rows_and_the_rest_is_captioned(
+    bad_images: tuple[Workspace, dict[str, str | None]], tiny_blip: str
+) -> None:
+    ws, expected = bad_images
     stats = caption_workspace(
         ws,
         CaptionConfig(
@@ -183,9 +139,8 @@ def test_bad_images_become_error_rows_and_the_rest_is_captioned(tmp_path: Path, 
     assert stats["coverage"]["pin"] == pytest.approx(6 / 12, abs=1e-4)
 
 
-def test_unusual_images_are_normalised_to_upright_rgb(tmp_path: Path) -> None:
-    _bad_corpus(tmp_path)
-    img = tmp_path / "raw" / "images"
+def test_unusual_images_are_normalised_to_upright_rgb(bad_images: tuple[Workspace, dict[str, str | None]]) -> None:
+    img = bad_images[0].root / "raw" / "images"
 
     def load(name: str) -> Image.Image:
         loaded = load_rgb(img / name, max_pixels=4_000_000)

@@ -3,7 +3,6 @@ averaging over several images per entity; the bundled EfficientNet-Lite0; CLI ex
 
 from __future__ import annotations
 
-import io
 import shutil
 import sys
 from pathlib import Path
@@ -155,37 +154,10 @@ def test_resume_after_a_kill_embeds_each_image_once_and_matches_an_uninterrupted
     assert sum(embedded) == stats["unique_images"]  # another precision: old results are not reused
 
 
-def _bad_corpus(root: Path) -> dict[str, str | None]:
-    """Pin id -> the error reason's start it must get (None: must be embedded)."""
-    img = root / "raw" / "images"
-    img.mkdir(parents=True)
-    Image.new("RGB", (40, 30), (200, 20, 20)).save(img / "ok.jpg")
-    Image.new("P", (20, 20), 3).save(img / "palette.png")
-    (img / "zero.jpg").write_bytes(b"")
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
-    (img / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    (img / "text.jpg").write_text("this is not a photo\n")
-    Image.new("1", (3000, 3000)).save(img / "bomb.png")
-    expected = {
-        "ok": None,
-        "palette": None,
-        "zero": "empty file",
-        "truncated": "corrupt image",
-        "text": "not an image",
-        "bomb": "decompression bomb guard",
-        "missing": "missing file",
-    }
-    names = {p.stem: f"raw/images/{p.name}" for p in img.iterdir()} | {"missing": "raw/images/missing.jpg"}
-    pl.DataFrame({"pin_id": list(expected), "image_path": [names[k] for k in expected]}).write_parquet(
-        root / PINS.relpath
-    )
-    return expected
-
-
-def test_bad_images_become_error_rows_and_the_rest_is_embedded(tmp_path: Path, tiny_vit: str) -> None:
-    ws = Workspace(tmp_path)
-    expected = _bad_corpus(tmp_path)
+def test_bad_images_become_error_rows_and_the_rest_is_embedded(
+    bad_images: tuple[Workspace, dict[str, str | None]], tiny_vit: str
+) -> None:
+    ws, expected = bad_images
     stats = embed_workspace(
         ws, VisualConfig(model=tiny_vit, num_workers=1, batch_size=4, max_image_pixels=4_000_000)
     )
@@ -196,7 +168,7 @@ def test_bad_images_become_error_rows_and_the_rest_is_embedded(tmp_path: Path, t
             assert pin in done and pin not in errors
         else:
             assert errors[pin].startswith(reason), (pin, errors[pin])
-    assert stats["coverage"]["pin"] == pytest.approx(2 / 7, abs=1e-4)
+    assert stats["coverage"]["pin"] == pytest.approx(6 / 12, abs=1e-4)
     assert stats["error_reasons"]["missing file"] == 1
 
 
