@@ -238,6 +238,26 @@ def test_bundled_efficientnet_lite0_embeds_colours_apart_and_batching_changes_no
     np.testing.assert_allclose(embed_images(backbone, [blue])[0], batch[2], atol=1e-4)
 
 
+def test_a_clip_folder_plugs_in_with_its_projected_image_features(tmp_path: Path) -> None:
+    """Two-tower models embed with get_image_features: the projection's width, not the vision width."""
+    from transformers import CLIPConfig, CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    config = CLIPConfig(
+        vision_config={"image_size": 16, "patch_size": 8, "hidden_size": 24, "intermediate_size": 48,
+                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        text_config={"vocab_size": 50, "hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16},
+        projection_dim=12,
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    backbone = load_backbone(str(tmp_path), CPU, torch.float32)
+    vectors = embed_images(backbone, [Image.new("RGB", (30, 20), (255, 0, 0)), Image.new("RGB", (20, 20))])
+    assert vectors.shape == (2, 12)
+    assert backbone.draft_size == 16
+
+
 def test_clear_errors_and_exit_codes(
     tiny_ws_copy: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
