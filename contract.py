@@ -188,6 +188,28 @@ CAPTION_ERRORS = TableSchema(
     (Column("entity_type", Str), Column("entity_id", Str), Column("image_path", Str, True), Column("error", Str)),
     key=("entity_type", "entity_id"),
 )
+#: One visual embedding per pin/product (``omni enrich visual``): each distinct image is
+#: embedded once and L2-normalised; an entity with several images gets their mean, and
+#: ``image_sha256`` then lists the averaged images' hashes, sorted and joined by ``,``.
+VISUAL_EMBEDDINGS = TableSchema(
+    "visual_embeddings",
+    "enrich/visual_embeddings.parquet",
+    (
+        Column("entity_type", Str),
+        Column("entity_id", Str),
+        Column("image_sha256", Str),
+        Column("embedding", F32List),
+        Column("model", Str),  # the backbone, e.g. efficientnet-lite0 or a model folder
+    ),
+    key=("entity_type", "entity_id"),
+)
+#: One row per image that could not be embedded (an entity may have several images).
+VISUAL_ERRORS = TableSchema(
+    "visual_errors",
+    "enrich/visual_errors.parquet",
+    (Column("entity_type", Str), Column("entity_id", Str), Column("image_path", Str, True), Column("error", Str)),
+    key=("entity_type", "entity_id", "image_path"),
+)
 BOARD_TITLES = TableSchema(
     "board_titles",
     "enrich/board_titles.parquet",
@@ -296,6 +318,11 @@ class Workspace:
     def captions_work(self) -> Path:
         """Resumable captioning state: result shards + manifest (``omni enrich captions``)."""
         return self.root / "enrich" / ".captions_work"
+
+    @property
+    def visual_work(self) -> Path:
+        """Resumable visual-embedding state: result shards + manifest (``omni enrich visual``)."""
+        return self.root / "enrich" / ".visual_work"
 
     @property
     def features(self) -> Path:

@@ -1,7 +1,8 @@
 """``omni enrich``: board titles, engaged queries and captions for every pin and product.
 
 Board titles and engaged queries live here; the caption commands are added by
-:mod:`omnisearchsage.cli.enrich_captions` (``register``).
+:mod:`omnisearchsage.cli.enrich_captions` and ``visual`` by :mod:`omnisearchsage.cli.enrich_visual`
+(``register``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import typer
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
 from omnisearchsage.cli.enrich_captions import echo_captions
 from omnisearchsage.cli.enrich_captions import register as register_captions
+from omnisearchsage.cli.enrich_visual import register as register_visual
 from omnisearchsage.enrich.boards import build_board_titles
 from omnisearchsage.enrich.config import (
     BoardsConfig,
@@ -27,7 +29,7 @@ from omnisearchsage.enrich.queries import build_engaged_queries
 
 enrich_app = typer.Typer(
     name="enrich",
-    help="Enrich pins and products with board titles, engaged queries and image captions.",
+    help="Enrich pins and products with board titles, engaged queries, image captions and visual embeddings.",
     no_args_is_help=True,
 )
 
@@ -192,3 +194,4 @@ def all_(
 
 
 register_captions(enrich_app)
+register_visual(enrich_app)

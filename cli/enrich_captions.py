@@ -14,6 +14,14 @@ from typing import Annotated, Any
 import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.image_stage import (
+    MaxPixelsOpt,
+    PrecisionOpt,
+    ShardSizeOpt,
+    WorkersOpt,
+    echo_image_stage,
+)
+from omnisearchsage.contract import CAPTION_ERRORS
 from omnisearchsage.enrich.config import CaptionConfig, FinetuneConfig
 
 
@@ -23,16 +31,7 @@ def _pct(share: float) -> str:
 
 def echo_captions(stats: dict[str, Any]) -> None:
     """Counts, coverage per entity type, error reasons and speed of a captions run."""
-    per_kind = ", ".join(
-        f"{kind}s {stats['captioned'][kind]:,}/{stats['entities'][kind]:,} ({_pct(stats['coverage'][kind])})"
-        for kind in stats["entities"]
-    )
-    typer.echo(f"captions: {stats['unique_images']:,} unique images; coverage: {per_kind}")
-    rate = f" at {stats['images_per_s']:,.1f} img/s" if stats["images_per_s"] else ""
-    typer.echo(f"captioned this run: {stats['captioned_this_run']:,} images in {stats['seconds']:.1f}s{rate}")
-    if stats["error_reasons"]:
-        reasons = ", ".join(f"{reason} {n:,}" for reason, n in stats["error_reasons"].items())
-        typer.echo(f"errors (enrich/caption_errors.parquet): {reasons}")
+    echo_image_stage(stats, "captions", "captioned", CAPTION_ERRORS.relpath)
 
 
 def captions(
@@ -50,19 +49,10 @@ def captions(
         int, typer.Option(help="Longest caption, in tokens.")
     ] = CaptionConfig.max_new_tokens,
     num_beams: Annotated[int, typer.Option(help="Beam-search width (1: greedy).")] = CaptionConfig.num_beams,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.")
-    ] = CaptionConfig.precision,
-    workers: Annotated[
-        int,
-        typer.Option(help="DataLoader processes decoding images while the model runs (0: decode inline)."),
-    ] = CaptionConfig.num_workers,
-    shard_size: Annotated[
-        int, typer.Option(help="Images per results shard: the most work a kill can lose.")
-    ] = CaptionConfig.shard_size,
-    max_image_pixels: Annotated[
-        int, typer.Option(help="Larger images are recorded as errors (decompression-bomb guard).")
-    ] = CaptionConfig.max_image_pixels,
+    precision: PrecisionOpt = CaptionConfig.precision,
+    workers: WorkersOpt = CaptionConfig.num_workers,
+    shard_size: ShardSizeOpt = CaptionConfig.shard_size,
+    max_image_pixels: MaxPixelsOpt = CaptionConfig.max_image_pixels,
 ) -> None:
     """Caption every pin and product image with BLIP (enrich/captions.parquet, enrich/caption_errors.parquet).
 
@@ -71,7 +61,8 @@ def captions(
     corrupt, not an image, too large) are listed in caption_errors, never fatal.
     Run under `accelerate launch` to split the images over several GPUs.
     """
-    from omnisearchsage.enrich.captions import caption_workspace, process_state
+    from omnisearchsage.enrich.captions import caption_workspace
+    from omnisearchsage.enrich.image_stage import process_state
 
     cfg = CaptionConfig(
         model=model,

@@ -103,6 +103,17 @@ def parse_weights(items: list[str]) -> dict[str, float]:
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def _check_image_run(what: str, precision: str, num_workers: int, at_least_one: dict[str, int]) -> None:
+    """The checks every per-image stage config shares (captions, visual embeddings)."""
+    if precision not in _PRECISIONS:
+        raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    bad = {k: v for k, v in at_least_one.items() if v < 1}
+    if bad:
+        raise OmniError(f"{what} options must be at least 1, got {bad}")
+    if num_workers < 0:
+        raise OmniError(f"num_workers must be at least 0, got {num_workers}")
+
+
 @dataclass(frozen=True)
 class CaptionConfig:
     """How ``omni enrich captions`` runs BLIP over every pin and product image.
@@ -126,22 +137,49 @@ class CaptionConfig:
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
     def __post_init__(self) -> None:
-        if self.precision not in _PRECISIONS:
-            raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
-        positive = {
+        _check_image_run("caption", self.precision, self.num_workers, {
             "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
             "prefetch_batches": self.prefetch_batches, "shard_size": self.shard_size,
             "max_image_pixels": self.max_image_pixels, "hash_threads": self.hash_threads,
-        }
-        bad = {k: v for k, v in positive.items() if v < 1}
-        if bad:
-            raise OmniError(f"caption options must be at least 1, got {bad}")
-        if self.num_workers < 0 or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+        })
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OmniError(
-                f"need num_workers >= 0 and 0 <= min_new_tokens <= max_new_tokens, got num_workers="
-                f"{self.num_workers}, min_new_tokens={self.min_new_tokens}, "
+                f"need 0 <= min_new_tokens <= max_new_tokens, got min_new_tokens={self.min_new_tokens}, "
                 f"max_new_tokens={self.max_new_tokens}"
             )
+
+
+# ---------------------------------------------------------------- visual embeddings
+#: ``VisualConfig.model`` value naming the bundled backbone (also the default).
+BUNDLED_BACKBONE = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """How ``omni enrich visual`` embeds every pin and product image.
+
+    ``model`` is ``None`` or ``"efficientnet-lite0"`` for the bundled EfficientNet-Lite0
+    (ImageNet weights from the ``visual`` extra), or a local Hugging Face vision model
+    folder (CLIP, SigLIP, DINOv2, ViT...). ``precision="auto"`` is bf16 on a GPU that
+    supports it, else fp16 on a GPU, else fp32 on CPU. Shards of ``shard_size`` images
+    are the unit of resumption: a kill loses at most one.
+    """
+
+    model: str | None = None
+    batch_size: int = 64  # images per forward pass
+    precision: str = "auto"
+    num_workers: int = 1  # DataLoader processes decoding images while the model runs
+    prefetch_batches: int = 2  # batches each worker decodes ahead
+    shard_size: int = 1024  # images per results shard
+    max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
+    hash_threads: int = 4  # threads hashing image files (I/O bound)
+
+    def __post_init__(self) -> None:
+        _check_image_run("visual", self.precision, self.num_workers, {
+            "batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
+            "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
+            "hash_threads": self.hash_threads,
+        })
 
 
 @dataclass(frozen=True)

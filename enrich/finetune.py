@@ -46,8 +46,9 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 
 from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import PINS, Workspace
-from omnisearchsage.enrich.captions import generate_captions, image_side, load_captioner, process_state
+from omnisearchsage.enrich.captions import generate_captions, load_captioner
 from omnisearchsage.enrich.config import FinetuneConfig
+from omnisearchsage.enrich.image_stage import image_side, process_state
 from omnisearchsage.enrich.images import load_rgb
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.text import normalize

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from omnisearchsage.enrich import captions as captions_mod
 from omnisearchsage.enrich.captions import CaptionWork, caption_workspace, load_captioner
 from omnisearchsage.enrich.config import CaptionConfig, FinetuneConfig
 from omnisearchsage.enrich.finetune import METRICS_FILE, build_small_blip
+from omnisearchsage.enrich.image_stage import Collate
 from omnisearchsage.enrich.images import load_rgb
 from omnisearchsage.errors import OmniError
 
@@ -119,52 +119,10 @@ def test_cli_captions_every_entity_and_each_distinct_image_once(
     assert pl.read_parquet(ws.path(CAPTIONS)).equals(caps)
 
 
-def _bad_corpus(root: Path) -> dict[str, str | None]:
-    """Pin id -> the error reason's start it must get (None: must be captioned)."""
-    img = root / "raw" / "images"
-    img.mkdir(parents=True)
-    Image.new("RGB", (40, 30), (200, 20, 20)).save(img / "ok.jpg")
-    (img / "zero.jpg").write_bytes(b"")
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
-    (img / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    (img / "text.jpg").write_text("this is not a photo\n")
-    Image.new("1", (3000, 3000)).save(img / "bomb.png")  # 9 MP canvas in a few kB
-    (img / "a_directory.jpg").mkdir()
-    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(img / "cmyk.jpg")
-    Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)).save(img / "grey16.png")
-    palette = Image.new("P", (40, 30), 0)
-    palette.putpalette([255, 0, 0, 0, 255, 0])
-    palette.save(img / "palette.png", transparency=0)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90
-    Image.new("RGB", (60, 30), (0, 0, 255)).save(img / "rotated.jpg", exif=exif)
-    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
-    frames[0].save(img / "animated.gif", save_all=True, append_images=frames[1:])
-    expected = {
-        "ok": None,
-        "zero": "empty file",
-        "truncated": "corrupt image",
-        "text": "not an image",
-        "bomb": "decompression bomb guard",
-        "a_directory": "unreadable file",
-        "missing": "missing file",
-        "cmyk": None,
-        "grey16": None,
-        "palette": None,
-        "rotated": None,
-        "animated": None,
-    }
-    names = {p.stem: f"raw/images/{p.name}" for p in img.iterdir()} | {"missing": "raw/images/missing.jpg"}
-    pl.DataFrame({"pin_id": list(expected), "image_path": [names[k] for k in expected]}).write_parquet(
-        root / PINS.relpath
-    )
-    return expected
-
-
-def test_bad_images_become_error_rows_and_the_rest_is_captioned(tmp_path: Path, tiny_blip: str) -> None:
-    ws = Workspace(tmp_path)
-    expected = _bad_corpus(tmp_path)
+def test_bad_images_become_error_rows_and_the_rest_is_captioned(
+    bad_images: tuple[Workspace, dict[str, str | None]], tiny_blip: str
+) -> None:
+    ws, expected = bad_images
     stats = caption_workspace(
         ws,
         CaptionConfig(
@@ -181,9 +139,8 @@ def test_bad_images_become_error_rows_and_the_rest_is_captioned(tmp_path: Path, 
     assert stats["coverage"]["pin"] == pytest.approx(6 / 12, abs=1e-4)
 
 
-def test_unusual_images_are_normalised_to_upright_rgb(tmp_path: Path) -> None:
-    _bad_corpus(tmp_path)
-    img = tmp_path / "raw" / "images"
+def test_unusual_images_are_normalised_to_upright_rgb(bad_images: tuple[Workspace, dict[str, str | None]]) -> None:
+    img = bad_images[0].root / "raw" / "images"
 
     def load(name: str) -> Image.Image:
         loaded = load_rgb(img / name, max_pixels=4_000_000)
@@ -268,8 +225,6 @@ def test_finetune_cli_writes_a_captioner_that_captions_by_default(tiny_ws_copy: 
 
     assert AutoTokenizer.from_pretrained(model_dir).cls_token == "[CLS]"  # the offline-built tokenizer loads
     BlipProcessor.from_pretrained(model_dir)
-    import torch
-
     model, _ = load_captioner(model_dir, torch.device("cpu"), torch.float32)
     assert model.config.vision_config.image_size == 16
 
@@ -280,19 +235,13 @@ def test_finetune_cli_writes_a_captioner_that_captions_by_default(tiny_ws_copy: 
     assert pl.read_parquet(ws.path(CAPTIONS)).get_column("model").unique().to_list() == ["models/captioner"]
 
 
-def test_an_image_the_processor_rejects_costs_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
-
-    collate = captions_mod._Collate(BlipImageProcessorPil(size={"height": 16, "width": 16}))
-    real = captions_mod._Collate._pixels
-
-    def picky(self, images):
+def test_an_image_the_processor_rejects_costs_only_itself() -> None:
+    def picky(images: list[Image.Image]) -> torch.Tensor:
         if any(im.size == (13, 13) for im in images):
             raise ValueError("unsupported size")
-        return real(self, images)
+        return torch.zeros(len(images), 3, 4, 4)
 
-    monkeypatch.setattr(captions_mod._Collate, "_pixels", picky)
-    batch = collate(
+    batch = Collate(picky)(
         [
             ("a", Image.new("RGB", (20, 20)), None),
             ("b", Image.new("RGB", (13, 13)), None),
