@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from omnisearchsage.atomic import atomic_path, write_json
-from omnisearchsage.contract import FEATURE_QUERIES, ExportLayout, RunLayout, Workspace
+from omnisearchsage.contract import FEATURE_QUERIES, VISUAL_EMBEDDINGS, ExportLayout, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.model.io import (
@@ -30,10 +30,12 @@ from omnisearchsage.model.io import (
     save_query_tower,
     write_embeddings,
 )
+from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue
 from omnisearchsage.trainer.loop import checkpoints, read_run_config
+from omnisearchsage.trainer.visual import visual_model
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,11 @@ def export_run(ws: Workspace, name: str) -> Path:
         raise OmniError(f"{ws.features_manifest}: num_ids {featurizer.num_ids} differs from the run's "
                         f"{spec.num_ids}; the features were rebuilt after training: retrain the run")
     model_cfg, batch = cfg.to_json()["model"], cfg.export_batch_size
+    visual = VISUAL in spec.dense_layout
+    if visual and visual_model(ws) != saved.get("visual_model"):
+        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: embeddings of {visual_model(ws)!r}, but run {name} was "
+                        f"trained on those of {saved.get('visual_model')!r}; retrain the run (or re-embed with "
+                        "that model)")
     with atomic_path(ws.export_dir(name)) as tmp:
         out = ExportLayout(tmp)
         version = f"{name}@{step}-{save_query_tower(model.query, model_cfg, spec, featurizer, batch, out.query_encoder)}"
@@ -82,7 +89,7 @@ def export_run(ws: Workspace, name: str) -> Path:
         entity_encoder = EntityEncoder(model.entity, featurizer, spec, version, batch)
         written = []
         for kind in ("pin", "product"):
-            cat = load_entity_catalogue(ws, kind, spec.fields)
+            cat = load_entity_catalogue(ws, kind, spec.fields, visual)
             if cat is not None:
                 write_embeddings(out, kind, cat.keys, entity_encoder.encode_catalogue(cat))
                 written.append(kind)
@@ -101,6 +108,8 @@ def export_run(ws: Workspace, name: str) -> Path:
             "lexical_buckets": cfg.model.lexical_buckets,
             "legacy_dim": next(iter(set(legacy_dims.values()))) if len(set(legacy_dims.values())) == 1 else None,
             "legacy_dims": legacy_dims,
+            "visual_model": saved.get("visual_model"),
+            "visual_dim": spec.dense_layout[VISUAL][1] if visual else None,
             "query_encoder": "ngram" if cfg.model.query_encoder == "ngram" else "transformer",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "split": saved["split"],
