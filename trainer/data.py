@@ -374,8 +374,8 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
         log.info("no visual embeddings for these entities (run `omni enrich visual`): the entity tower has "
                  "no visual slot")
     if not fields and not layout:
-        raise OmniError("entity_fields is empty and no catalogue has legacy_embedding values or visual embeddings: "
-                        "the entity tower would read nothing")
+        raise OmniError("entity_fields is empty and there is no legacy or visual embedding to read (off, or "
+                        "not in the workspace): the entity tower would read nothing")
     return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
                         visual_model=images if VISUAL in layout else None)
 
