@@ -198,3 +198,14 @@ def test_export_refuses_visual_embeddings_of_another_model(ws: Workspace, tmp_pa
     table.write_parquet(copy.path(VISUAL_EMBEDDINGS))
     with pytest.raises(OmniError, match="embeddings of '/models/other', but run all was trained on"):
         export_run(copy, "all")
+
+
+def test_visual_embeddings_of_mixed_widths_are_refused(ws: Workspace, tmp_path: Path):
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root, ignore=shutil.ignore_patterns("runs"))
+    table = pl.read_parquet(copy.path(VISUAL_EMBEDDINGS))
+    first = table.filter(pl.col("entity_type") == "pin").get_column("entity_id")[0]
+    short = pl.when(pl.col("entity_id") == first).then(pl.col("embedding").list.head(8)).otherwise("embedding")
+    table.with_columns(embedding=short).write_parquet(copy.path(VISUAL_EMBEDDINGS))
+    with pytest.raises(OmniError, match=f"column embedding has lengths other than 32 .*entity_id {first}"):
+        _data(copy, EVERYTHING)

@@ -23,6 +23,7 @@ from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import FEATURE_QUERIES, VISUAL_EMBEDDINGS, ExportLayout, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.model.io import (
     EntityEncoder,
     load_query_encoder_dir,
@@ -30,7 +31,6 @@ from omnisearchsage.model.io import (
     save_query_tower,
     write_embeddings,
 )
-from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue

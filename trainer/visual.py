@@ -13,36 +13,39 @@ import polars as pl
 
 from omnisearchsage.contract import VISUAL_EMBEDDINGS, Workspace
 from omnisearchsage.errors import OmniError
+from omnisearchsage.validate import read_table
 
 
 def visual_model(ws: Workspace) -> str | None:
     """The image model that wrote the workspace's visual embeddings, or None (no table, or empty)."""
     if not ws.has(VISUAL_EMBEDDINGS):
         return None
-    path = ws.path(VISUAL_EMBEDDINGS)
-    models = pl.read_parquet(path, columns=["model"]).get_column("model").unique().sort().to_list()
+    models = read_table(ws, VISUAL_EMBEDDINGS).select(pl.col("model").unique().sort()).collect()["model"].to_list()
     if len(models) > 1:
-        raise OmniError(f"{path}: column model holds several image models {models[:3]}; "
+        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: column model holds several image models {models[:3]}; "
                         "rerun `omni enrich visual` with one")
     return models[0] if models else None
 
 
 def load_visual(ws: Workspace, kind: str, keys: pl.Series) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Visual embeddings of entity type ``kind`` aligned to ``keys`` (zeros + False where missing);
-    (None, None) when the workspace has no visual embedding for that type."""
+    (None, None) when the workspace has no visual embedding for that type.
+
+    Every embedding must have the table's width (the widest one): the slot is shared by pins and
+    products.
+    """
     if not ws.has(VISUAL_EMBEDDINGS):
         return None, None
-    path = ws.path(VISUAL_EMBEDDINGS)
-    table = (pl.scan_parquet(path).filter(pl.col("entity_type") == kind)
+    lazy = read_table(ws, VISUAL_EMBEDDINGS)
+    dim = lazy.select(pl.col("embedding").list.len().max()).collect().item()
+    table = (lazy.filter(pl.col("entity_type") == kind)
              .select(pl.col("entity_id").alias(keys.name), "embedding").collect())
     if table.height == 0:
         return None, None
-    dims = pl.read_parquet(path, columns=["embedding"]).get_column("embedding").list.len()
-    dim = int(dims.max())
     lengths = table.get_column("embedding").list.len()
     if (lengths != dim).any():
         bad = table.filter(lengths != dim).get_column(keys.name).head(3).to_list()
-        raise OmniError(f"{path}: column embedding has lengths other than {dim} "
+        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: column embedding has lengths other than {dim} "
                         f"(entity_type {kind}, entity_id {', '.join(bad)})")
     aligned = (keys.to_frame().join(table, on=keys.name, how="left", maintain_order="left")
                .get_column("embedding"))
