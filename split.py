@@ -6,17 +6,20 @@ r"""The time split that keeps evaluation honest (the paper's protocol).
 ``train_end`` is the *cutoff*: engaged-query features, vocabularies and training
 pairs only see events before it; evaluation pairs come from the test window only.
 By default the split is anchored at the last engagement in the workspace, so the
-same workspace always gives the same split.
+same workspace always gives the same split; events in the future or far beyond the rest of the
+log are ignored for this (:mod:`~omnisearchsage.quality`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-import duckdb
-
 from omnisearchsage.contract import ENGAGEMENTS, Workspace
 from omnisearchsage.errors import OmniError
+from omnisearchsage.quality import engagement_anchor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,18 @@ class TimeSplit:
 
     @classmethod
     def for_workspace(cls, ws: Workspace, cfg: SplitConfig = SplitConfig()) -> TimeSplit:
-        """Anchor the test window's end just after the workspace's last engagement."""
-        path = ws.path(ENGAGEMENTS)
-        if not path.exists():
-            raise OmniError(f"{path}: missing (needed to place the time split)")
-        last = duckdb.sql(f"SELECT max(ts) FROM read_parquet('{path}')").fetchall()[0][0]
-        if last is None:
-            raise OmniError(f"{path}: no engagements, cannot place the time split")
-        return cls.from_test_end(last + timedelta(microseconds=1), cfg)
+        """Anchor the test window's end just after the workspace's last plausible engagement.
+
+        Events in the future or far beyond the rest of the log are ignored (counted in a warning,
+        see :func:`~omnisearchsage.quality.engagement_anchor`), so they cannot move the split.
+        """
+        if not ws.has(ENGAGEMENTS):
+            raise OmniError(f"{ws.path(ENGAGEMENTS)}: missing (needed to place the time split)")
+        anchor = engagement_anchor(ws)
+        split = cls.from_test_end(anchor.last + timedelta(microseconds=1), cfg)
+        log.info("time split %s: train [%s, %s), test [%s, %s)", anchor.describe(), *(
+            f"{t:%Y-%m-%d}" for t in (split.train_start, split.train_end, split.test_start, split.test_end)))
+        return split
 
     def to_json(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in asdict(self).items()}

@@ -63,12 +63,15 @@ def captions(
     max_image_pixels: Annotated[
         int, typer.Option(help="Larger images are recorded as errors (decompression-bomb guard).")
     ] = CaptionConfig.max_image_pixels,
+    max_image_bytes: Annotated[
+        int, typer.Option(help="Larger image files are recorded as errors, never read (bytes).")
+    ] = CaptionConfig.max_image_bytes,
 ) -> None:
     """Caption every pin and product image with BLIP (enrich/captions.parquet, enrich/caption_errors.parquet).
 
     Each distinct image (by content hash) is captioned once. Resumable: rerun after an
     interruption and only unfinished images are captioned. Bad images (missing,
-    corrupt, not an image, too large) are listed in caption_errors, never fatal.
+    corrupt, not an image, not a regular file, too large) are listed in caption_errors, never fatal.
     Run under `accelerate launch` to split the images over several GPUs.
     """
     from omnisearchsage.enrich.captions import caption_workspace, process_state
@@ -82,6 +85,7 @@ def captions(
         num_workers=workers,
         shard_size=shard_size,
         max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
     )
     stats = caption_workspace(workspace(workspace_dir), cfg)
     if process_state().is_main_process:  # under a multi-process launch, one report

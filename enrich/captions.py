@@ -47,7 +47,7 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import CAPTION_ERRORS, CAPTIONS, PINS, PRODUCTS, TableSchema, Workspace
 from omnisearchsage.enrich.config import CaptionConfig
-from omnisearchsage.enrich.images import load_rgb, sha256_file
+from omnisearchsage.enrich.images import UnreadableImage, load_rgb, sha256_file
 from omnisearchsage.errors import OmniError
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.validate import read_table, validate_workspace
@@ -159,15 +159,16 @@ def generate_captions(
 class _ImageFiles(Dataset):
     """Decodes one image per item; a bad file yields its error instead of raising."""
 
-    def __init__(self, items: Sequence[tuple[str, str]], max_pixels: int, draft_size: int | None) -> None:
-        self.items, self.max_pixels, self.draft_size = list(items), max_pixels, draft_size
+    def __init__(self, items: Sequence[tuple[str, str]], max_pixels: int, draft_size: int | None,
+                 max_bytes: int) -> None:
+        self.items, self.max_pixels, self.draft_size, self.max_bytes = list(items), max_pixels, draft_size, max_bytes
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[str, Image.Image | None, str | None]:
         sha, path = self.items[i]
-        loaded = load_rgb(path, self.max_pixels, self.draft_size)
+        loaded = load_rgb(path, self.max_pixels, self.draft_size, self.max_bytes)
         return sha, loaded.image, loaded.error
 
 
@@ -357,10 +358,12 @@ def _plan(ws: Workspace, cfg: CaptionConfig) -> pl.DataFrame:
 
     def digest(rel: str) -> tuple[str, str | None, str | None]:
         try:
-            return rel, sha256_file(ws.root / rel), None
+            return rel, sha256_file(ws.root / rel, cfg.max_image_bytes), None
         except FileNotFoundError:
             return rel, None, "missing file"
-        except OSError as e:  # a directory, no permission, an I/O error
+        except UnreadableImage as e:  # a directory, a FIFO, a device, too large
+            return rel, None, f"unreadable file: {e}"
+        except OSError as e:  # no permission, an I/O error
             return rel, None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
 
     rows: list[tuple[str, str | None, str | None]] = []
@@ -425,6 +428,7 @@ def _caption_images(
         [(sha, str(root / rel)) for sha, rel in items],
         cfg.max_image_pixels,
         image_side(processor.image_processor),
+        cfg.max_image_bytes,
     )
     loader = DataLoader(
         files,

@@ -35,7 +35,7 @@ from omnisearchsage.contract import (
 )
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.features.text import normalize_expr
+from omnisearchsage.features.text import has_words_expr, normalize_expr
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TASKS, TrainConfig
 from omnisearchsage.validate import read_table
@@ -187,14 +187,38 @@ def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions:
     if entity_type == "query":  # a related query is text too; a query is not its own relative
         events = events.with_columns(entity_id=normalize_expr(pl.col("entity_id")))
         events = events.filter(pl.col("query") != pl.col("entity_id"))
+        usable = has_words_expr(pl.col("query")) & has_words_expr(pl.col("entity_id"))
+    else:
+        usable = has_words_expr(pl.col("query"))
+    grouped = events.group_by("query", "entity_id", usable=usable).agg(events=pl.len()).collect()
+    empty = grouped.filter(~pl.col("usable")).get_column("events").sum()
+    if empty:
+        log.warning("%s: column query: %d training-window entity_type=%r engagements whose query has no word "
+                    "(empty, whitespace, NUL, zero-width or punctuation only) left out of the training pairs",
+                    ENGAGEMENTS.relpath, empty, entity_type)
     return (
-        events.filter(pl.col("query") != "")
-        .group_by("query", "entity_id").agg(events=pl.len())
+        grouped.lazy().filter("usable").drop("usable")
         .sort(["entity_id", "events", "query"], descending=[False, True, False])
         .filter(pl.int_range(pl.len()).over("entity_id") < cap)
         .sort("entity_id", "query")
         .collect()
     )
+
+
+def _report_unused_actions(ws: Workspace, split: TimeSplit, actions: dict[str, Sequence[str]]) -> None:
+    """Warn, with counts per action, about training-window engagements no task uses: an action the
+    trainer does not know (``purchase``, ``like``) makes no pair, and a user should hear so."""
+    counts = (read_table(ws, ENGAGEMENTS)
+              .filter((pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end))
+              .group_by("entity_type", "action").agg(n=pl.len())
+              .sort(["n", "action"], descending=[True, False]).collect())
+    for kind, known in actions.items():
+        unused = counts.filter((pl.col("entity_type") == kind) & ~pl.col("action").is_in(list(known)))
+        if unused.height:
+            listed = ", ".join(f"{a}: {n}" for a, n in unused.select("action", "n").iter_rows())
+            log.warning("%s: column action: %d training-window entity_type=%r engagements have actions the "
+                        "trainer does not use for %s pairs (%s); left out (used: %s)", ENGAGEMENTS.relpath,
+                        unused.get_column("n").sum(), kind, kind, listed, ", ".join(known))
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -428,6 +452,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     caps = {"pin": cfg.max_pairs_per_pin, "product": cfg.max_pairs_per_product, "query": cfg.max_pairs_per_query}
     raw_pairs = {kind: engagement_pairs(ws, split, kind, actions[kind], caps[kind])
                  for kind in ("pin", "product", "query") if kind == "query" or kind in entities}
+    _report_unused_actions(ws, split, {k: actions[k] for k in raw_pairs})
     # The query catalogue: every query of a training pair, and every related query.
     texts = pl.concat([p.get_column("query") for p in raw_pairs.values()]
                       + ([raw_pairs["query"].get_column("entity_id")] if "query" in raw_pairs else []))

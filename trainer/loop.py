@@ -43,7 +43,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from omnisearchsage.atomic import atomic_path, write_json
-from omnisearchsage.contract import ENGAGEMENTS, FEATURE_PINS, FEATURE_PRODUCTS, PINS, PRODUCTS, Workspace
+from omnisearchsage.contract import FEATURE_PINS, FEATURE_PRODUCTS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.progress import progress_bar
@@ -133,7 +133,9 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     accelerator.wait_for_everyone()
 
     # ---- data: catalogues of token bags, pairs per task, the time split
-    validate_workspace(ws, [t for t in (ENGAGEMENTS, PINS, PRODUCTS, FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
+    # The raw inputs in full (both catalogues deleted must not train on stale features), then the features.
+    validate_workspace(ws)
+    validate_workspace(ws, [t for t in (FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     featurizer = Featurizer.load(ws.features)
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
