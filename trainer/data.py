@@ -205,20 +205,21 @@ def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions:
     )
 
 
-def _report_unused_actions(ws: Workspace, split: TimeSplit, actions: dict[str, Sequence[str]]) -> None:
-    """Warn, with counts per action, about training-window engagements no task uses: an action the
-    trainer does not know (``purchase``, ``like``) makes no pair, and a user should hear so."""
+def _report_unknown_actions(ws: Workspace, split: TimeSplit, actions: dict[str, Sequence[str]]) -> None:
+    """Warn, with counts per action, about training-window engagements whose action no task uses
+    (``purchase``, ``like``): they make no pair, and a user should hear so. An action some task uses
+    (a click on a pin, used for products and queries) is a choice of the config, not reported."""
+    known = sorted({a for used in actions.values() for a in used})
     counts = (read_table(ws, ENGAGEMENTS)
-              .filter((pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end))
-              .group_by("entity_type", "action").agg(n=pl.len())
+              .filter((pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end)
+                      & ~pl.col("action").is_in(known))
+              .group_by("action").agg(n=pl.len())
               .sort(["n", "action"], descending=[True, False]).collect())
-    for kind, known in actions.items():
-        unused = counts.filter((pl.col("entity_type") == kind) & ~pl.col("action").is_in(list(known)))
-        if unused.height:
-            listed = ", ".join(f"{a}: {n}" for a, n in unused.select("action", "n").iter_rows())
-            log.warning("%s: column action: %d training-window entity_type=%r engagements have actions the "
-                        "trainer does not use for %s pairs (%s); left out (used: %s)", ENGAGEMENTS.relpath,
-                        unused.get_column("n").sum(), kind, kind, listed, ", ".join(known))
+    if counts.height:
+        listed = ", ".join(f"{a}: {n}" for a, n in counts.iter_rows())
+        log.warning("%s: column action: %d training-window engagements have actions the trainer does not know "
+                    "(%s); left out of the training pairs (known: %s)", ENGAGEMENTS.relpath,
+                    counts.get_column("n").sum(), listed, ", ".join(known))
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -452,7 +453,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     caps = {"pin": cfg.max_pairs_per_pin, "product": cfg.max_pairs_per_product, "query": cfg.max_pairs_per_query}
     raw_pairs = {kind: engagement_pairs(ws, split, kind, actions[kind], caps[kind])
                  for kind in ("pin", "product", "query") if kind == "query" or kind in entities}
-    _report_unused_actions(ws, split, {k: actions[k] for k in raw_pairs})
+    _report_unknown_actions(ws, split, actions)
     # The query catalogue: every query of a training pair, and every related query.
     texts = pl.concat([p.get_column("query") for p in raw_pairs.values()]
                       + ([raw_pairs["query"].get_column("entity_id")] if "query" in raw_pairs else []))

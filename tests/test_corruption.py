@@ -1,0 +1,291 @@
+"""Corruption corpus: every bad input a hostile but fair user can hand a stage, run through the commands.
+
+Each case breaks one thing in a copy of the tiny world and asserts what the user gets: exit code 2
+and one line naming the file and column (never a raw exception, never a hang, never exit 0), or
+a counted warning where the stage can sensibly go on. Requests are in ``test_limits.py``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from omnisearchsage.cli.app import app
+from omnisearchsage.contract import (
+    ENGAGEMENTS,
+    FEATURE_PINS,
+    FEATURE_QUERIES,
+    PINS,
+    PRODUCTS,
+    TableSchema,
+    Workspace,
+)
+from omnisearchsage.enrich.config import CaptionConfig
+from omnisearchsage.enrich.images import load_rgb, sha256_file
+from omnisearchsage.errors import OmniError
+from omnisearchsage.features.build import build_features
+from omnisearchsage.split import TimeSplit
+from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.data import engagement_pairs, load_training_data
+from omnisearchsage.features.featurizer import Featurizer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def featured(tiny_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The tiny world with features built (train reads them)."""
+    root = tmp_path_factory.mktemp("corrupt") / "ws"
+    shutil.copytree(tiny_ws.root, root)
+    ws = Workspace(root)
+    build_features(ws)
+    return ws
+
+
+@pytest.fixture
+def ws(featured: Workspace, tmp_path: Path) -> Workspace:
+    dst = tmp_path / "ws"
+    shutil.copytree(featured.root, dst, symlinks=True)
+    return Workspace(dst)
+
+
+def omni(*args: str) -> tuple[int, str]:
+    """Run ``omni ARGS`` as the console script does: an OmniError is its exit code and message;
+    any other exception fails the test (the user would see a raw exception)."""
+    result = runner.invoke(app, ["-q", *args])
+    if isinstance(result.exception, OmniError):
+        return result.exception.exit_code, str(result.exception)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"raw exception from omni {' '.join(args)}") from result.exception
+    return result.exit_code, result.output
+
+
+# ---------------------------------------------------------------------------- table breakers
+def _rewrite(table: TableSchema, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[Workspace], None]:
+    def apply(ws: Workspace) -> None:
+        path = ws.path(table)
+        fn(pl.read_parquet(path)).write_parquet(path)
+    return apply
+
+
+def _truncate(table: TableSchema) -> Callable[[Workspace], None]:
+    def apply(ws: Workspace) -> None:
+        data = ws.path(table).read_bytes()
+        ws.path(table).write_bytes(data[: len(data) // 2])
+    return apply
+
+
+def _replace_path(table: TableSchema, make: Callable[[Path], None]) -> Callable[[Workspace], None]:
+    def apply(ws: Workspace) -> None:
+        ws.path(table).unlink()
+        make(ws.path(table))
+    return apply
+
+
+def _invalid_utf8(table: TableSchema, column: str, row: int) -> Callable[[Workspace], None]:
+    """Put bytes that are not UTF-8 into one value of a text column (Arrow writes them unchecked)."""
+    def apply(ws: Workspace) -> None:
+        t = pq.read_table(ws.path(table))
+        values = [v.encode() if v is not None else None for v in t.column(column).to_pylist()]
+        values[row] = b"caf\xe9 \xff"
+        binary = pa.array(values, pa.binary())
+        bad = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())
+        pq.write_table(t.set_column(t.schema.get_field_index(column), column, bad), ws.path(table))
+    return apply
+
+
+def _float_at(table: TableSchema, row: int, value: float) -> Callable[[Workspace], None]:
+    def fn(df: pl.DataFrame) -> pl.DataFrame:
+        emb = df.get_column("legacy_embedding").to_list()
+        emb[row] = [value] + emb[row][1:]
+        return df.with_columns(pl.Series("legacy_embedding", emb, pl.List(pl.Float32)))
+    return _rewrite(table, fn)
+
+
+def _delete(*tables: TableSchema) -> Callable[[Workspace], None]:
+    def apply(ws: Workspace) -> None:
+        for t in tables:
+            ws.path(t).unlink()
+    return apply
+
+
+_TS_US = pl.col("ts").dt.epoch("s")
+TABLE_CASES: dict[str, tuple[Callable[[Workspace], None], str]] = {
+    # case: (breaker, the start of the one-line message every command must give)
+    "ts-as-string": (_rewrite(ENGAGEMENTS, lambda df: df.with_columns(pl.col("ts").cast(pl.Utf8))),
+                     "raw/engagements.parquet: column ts: type String, expected Datetime"),
+    "ts-as-epoch-seconds": (_rewrite(ENGAGEMENTS, lambda df: df.with_columns(_TS_US)),
+                            "raw/engagements.parquet: column ts: type Int64, expected Datetime"),
+    "ts-null": (_rewrite(ENGAGEMENTS, lambda df: df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(None).otherwise(pl.col("ts")).alias("ts"))),
+                "raw/engagements.parquet: column ts: 1 null values, e.g. rows 4"),
+    "engagements-truncated": (_truncate(ENGAGEMENTS), "raw/engagements.parquet: unreadable Parquet"),
+    "pins-truncated": (_truncate(PINS), "raw/pins.parquet: unreadable Parquet"),
+    "pins-zero-bytes": (_replace_path(PINS, lambda p: p.write_bytes(b"")), "raw/pins.parquet: unreadable Parquet"),
+    "pins-invalid-utf8": (_invalid_utf8(PINS, "title", 7),
+                          "raw/pins.parquet: column title: 1 rows with text that is not valid UTF-8, e.g. rows 7"),
+    "query-invalid-utf8": (_invalid_utf8(ENGAGEMENTS, "query", 11),
+                           "raw/engagements.parquet: column query: 1 rows with text that is not valid UTF-8"),
+    "pins-is-a-directory": (_replace_path(PINS, lambda p: p.mkdir()),
+                            "raw/pins.parquet: not a regular file (a directory)"),
+    "pins-is-a-fifo": (_replace_path(PINS, os.mkfifo), "raw/pins.parquet: not a regular file (a FIFO)"),
+    "pins-links-to-dev-zero": (_replace_path(PINS, lambda p: p.symlink_to("/dev/zero")),
+                               "raw/pins.parquet: not a regular file (a character device)"),
+    "engagements-is-a-fifo": (_replace_path(ENGAGEMENTS, os.mkfifo),
+                              "raw/engagements.parquet: not a regular file (a FIFO)"),
+    "pin-embedding-nan": (_float_at(PINS, 5, float("nan")),
+                          "raw/pins.parquet: column legacy_embedding: 1 rows with NaN or infinite values, e.g. rows 5"),
+    "product-embedding-inf": (_float_at(PRODUCTS, 2, float("inf")),
+                              "raw/products.parquet: column legacy_embedding: 1 rows with NaN or infinite values"),
+    "pins-and-products-deleted": (_delete(PINS, PRODUCTS), "raw/pins.parquet, raw/products.parquet: both missing"),
+}
+#: Which commands each case runs through; features and train read the inputs too, so they must
+#: refuse them as validate does (train also refuses broken features tables, below).
+COMMANDS = {
+    "validate": lambda ws: ("validate", str(ws.root)),
+    "features": lambda ws: ("features", "build", "-w", str(ws.root)),
+    "train": lambda ws: ("train", "-w", str(ws.root), "--steps", "2", "--name", "t"),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("case", list(TABLE_CASES))
+def test_broken_table_is_one_line_naming_file_and_column(ws: Workspace, case: str, command: str) -> None:
+    breaker, message = TABLE_CASES[case]
+    breaker(ws)
+    code, out = omni(*COMMANDS[command](ws))
+    assert code == 2, out
+    assert any(line.startswith(message) for line in out.splitlines()), out
+    assert not ws.run_dir("t").exists()  # a refused run leaves nothing to --overwrite
+
+
+@pytest.mark.parametrize("breaker", [_truncate(FEATURE_PINS), _replace_path(FEATURE_PINS, os.mkfifo)],
+                         ids=["truncated", "fifo"])
+def test_train_refuses_broken_features_tables(ws: Workspace, breaker: Callable[[Workspace], None]) -> None:
+    breaker(ws)
+    code, out = omni(*COMMANDS["train"](ws))
+    assert code == 2 and out.splitlines()[-1].startswith("features/pins.parquet: "), out
+
+
+# ---------------------------------------------------------------------------- counted warnings
+def test_time_zone_aware_ts_is_accepted_as_utc(ws: Workspace) -> None:
+    before = TimeSplit.for_workspace(ws)
+    _rewrite(ENGAGEMENTS, lambda df: df.with_columns(
+        pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone("America/New_York")))(ws)
+    assert TimeSplit.for_workspace(ws) == before
+    assert omni(*COMMANDS["features"](ws))[0] == 0
+    cfg = TrainConfig()
+    data = load_training_data(ws, cfg, Featurizer.load(ws.features))
+    assert data.tasks
+
+
+def test_events_far_in_the_future_do_not_move_the_split(ws: Workspace, caplog: pytest.LogCaptureFixture) -> None:
+    before = TimeSplit.for_workspace(ws)
+    _rewrite(ENGAGEMENTS, lambda df: df.with_columns(
+        pl.when(pl.int_range(pl.len()) < 5).then(pl.datetime(2099, 1, 1)).otherwise(pl.col("ts")).alias("ts")))(ws)
+    with caplog.at_level(logging.WARNING):
+        after = TimeSplit.for_workspace(ws)
+        build_features(ws)
+    # Five events left the log (they were real ones moved to 2099): the split may shift a little, never by years.
+    assert abs((after.test_end - before.test_end).days) <= 1
+    assert "5 later events (up to 2099-01-01)" in caplog.text
+    assert pl.read_parquet(ws.path(FEATURE_QUERIES)).height > 100
+
+
+def test_unknown_actions_are_counted(ws: Workspace, caplog: pytest.LogCaptureFixture) -> None:
+    _rewrite(ENGAGEMENTS, lambda df: df.with_columns(
+        pl.when((pl.col("entity_type") == "pin") & (pl.int_range(pl.len()) % 4 == 0)).then(pl.lit("purchase"))
+        .otherwise(pl.col("action")).alias("action")))(ws)
+    purchases = pl.read_parquet(ws.path(ENGAGEMENTS)).filter(pl.col("action") == "purchase").height
+    split = TimeSplit.for_workspace(ws)
+    in_window = pl.read_parquet(ws.path(ENGAGEMENTS)).filter(
+        (pl.col("action") == "purchase") & (pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end))
+    assert purchases > 100
+    with caplog.at_level(logging.WARNING):
+        load_training_data(ws, TrainConfig(), Featurizer.load(ws.features))
+    assert f"{in_window.height} training-window engagements have actions the trainer does not know " \
+           f"(purchase: {in_window.height})" in caplog.text
+
+
+TOKENLESS = ["", "   ", "\x00", "\x00\x00", "\u200b", "\u200b\u200d\ufeff", "?!", "-- .", "\t\n"]
+
+
+def test_token_less_queries_are_counted_and_dropped(ws: Workspace, caplog: pytest.LogCaptureFixture) -> None:
+    n = len(TOKENLESS) * 3
+    def spread(df: pl.DataFrame) -> pl.DataFrame:  # every 200th row, so most fall in the training window
+        queries = df.get_column("query").to_list()
+        for i in range(n):
+            queries[i * 200] = TOKENLESS[i % len(TOKENLESS)]
+        return df.with_columns(pl.Series("query", queries))
+
+    _rewrite(ENGAGEMENTS, spread)(ws)
+    bad = pl.read_parquet(ws.path(ENGAGEMENTS)).filter(pl.col("query").is_in(TOKENLESS))
+    assert bad.height == n
+    split = TimeSplit.for_workspace(ws)
+    with caplog.at_level(logging.WARNING):  # the stage function: the CLI replaces the log handlers
+        build_features(ws)
+        pins = engagement_pairs(ws, split, "pin", TrainConfig().pin_actions, 1000)
+    queries = pl.read_parquet(ws.path(FEATURE_QUERIES))
+    assert queries.filter(pl.col("text").list.len() == 0).height == 0
+    assert not set(pins.get_column("query")) & {q.strip() for q in TOKENLESS}
+    assert "queries without a word" in caplog.text and "whose query has no word" in caplog.text
+
+
+# ---------------------------------------------------------------------------- images
+def _image_cases(root: Path) -> dict[str, tuple[str, str | None]]:
+    """Image name -> (how it was made, the start of the error it must get; None: readable)."""
+    img = root / "img"
+    img.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img / "ok.png")
+    os.mkfifo(img / "fifo.jpg")
+    (img / "zero.jpg").symlink_to("/dev/zero")
+    (img / "dir.jpg").mkdir()
+    (img / "dir_link.jpg").symlink_to(img / "dir.jpg")
+    (img / "dangling.jpg").symlink_to(img / "nowhere.jpg")
+    (img / "huge.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
+    return {
+        "ok.png": None,
+        "fifo.jpg": "unreadable file: not a regular file (a FIFO)",
+        "zero.jpg": "unreadable file: not a regular file (a character device)",
+        "dir.jpg": "unreadable file: not a regular file (a directory)",
+        "dir_link.jpg": "unreadable file: not a regular file (a directory)",
+        "dangling.jpg": "missing file",
+        "huge.jpg": "unreadable file: too large: 5000 bytes, the limit is 4096",
+    }
+
+
+@pytest.mark.parametrize("name", ["ok.png", "fifo.jpg", "zero.jpg", "dir.jpg", "dir_link.jpg", "dangling.jpg",
+                                  "huge.jpg"])
+def test_captioning_reads_only_regular_files_under_the_limit(tmp_path: Path, name: str) -> None:
+    expected = _image_cases(tmp_path)[name]
+    path = tmp_path / "img" / name
+    loaded = load_rgb(path, max_pixels=10**6, max_bytes=4096)
+    if expected is None:
+        assert loaded.ok and len(sha256_file(path, 4096)) == 64
+        return
+    assert loaded.error is not None and loaded.error.startswith(expected), loaded.error
+
+
+def test_caption_plan_records_special_files_as_errors(tmp_path: Path) -> None:
+    """The hashing pass (where a FIFO used to hang forever) turns every special file into an error row."""
+    from omnisearchsage.enrich.captions import _plan
+
+    expected = _image_cases(tmp_path)
+    names = list(expected)
+    pl.DataFrame({"pin_id": names, "image_path": [f"img/{n}" for n in names]}).write_parquet(
+        (tmp_path / "raw").mkdir() or tmp_path / PINS.relpath)
+    plan = _plan(Workspace(tmp_path), CaptionConfig(max_image_bytes=4096))
+    errors = dict(plan.select("entity_id", "error").iter_rows())
+    for name, reason in expected.items():
+        assert (errors[name] is None) if reason is None else errors[name].startswith(reason), (name, errors[name])
