@@ -6,9 +6,14 @@ a counted warning where the stage can sensibly go on. Requests are in ``test_lim
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -289,3 +294,145 @@ def test_caption_plan_records_special_files_as_errors(tmp_path: Path) -> None:
     errors = dict(plan.select("entity_id", "error").iter_rows())
     for name, reason in expected.items():
         assert (errors[name] is None) if reason is None else errors[name].startswith(reason), (name, errors[name])
+
+
+# ---------------------------------------------------------------------------- litter of killed runs
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_run_removes_temporaries_of_killed_runs_only(ws: Workspace) -> None:
+    dead, alive = _dead_pid(), os.getppid()
+    litter = [ws.root / f".features.tmp-{dead}", ws.enrich / f".board_titles.parquet.tmp-{dead}",
+              ws.enrich / f".duckdb-{dead}-x1y2"]
+    kept = [ws.root / f".features.tmp-{alive}", ws.enrich / f".duckdb-{alive}-x1y2"]
+    for p in litter + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.mkdir() if "parquet" not in p.name else p.write_bytes(b"half")
+    assert omni("features", "build", "-w", str(ws.root))[0] == 0
+    assert omni("enrich", "boards", "-w", str(ws.root))[0] == 0
+    assert [p for p in litter if p.exists()] == []
+    assert all(p.exists() for p in kept)  # a running process's temporaries are not touched
+
+
+def test_an_interrupted_fallback_swap_is_restored(ws: Workspace) -> None:
+    """Where names cannot be exchanged, the old folder is renamed away first: a kill right then leaves
+    no features/, and the next write into the workspace renames the old one back."""
+    from omnisearchsage.atomic import sweep_stale
+
+    manifest = ws.features_manifest.read_text()
+    ws.features.rename(ws.root / f".features.old-{_dead_pid()}")
+    sweep_stale(ws.root)
+    assert ws.features_manifest.read_text() == manifest
+
+
+def test_folder_swap_never_leaves_the_output_missing(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap is one exchange of names: were the process killed after it, features/ is the new build."""
+    from omnisearchsage import atomic
+
+    swaps: list[bool] = []
+    real = atomic.exchange
+
+    def watched(a: Path, b: Path) -> bool:
+        ok = real(a, b)
+        swaps.append(ok and ws.features_manifest.exists())
+        return ok
+
+    monkeypatch.setattr(atomic, "exchange", watched)
+    build_features(ws)
+    assert swaps == [True]
+    assert [p.name for p in ws.root.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------- kill and resume
+_TRAIN = """
+import sys
+from omnisearchsage.contract import Workspace
+from omnisearchsage.errors import OmniError
+from omnisearchsage.trainer.config import LossConfig, ModelConfig, TrainConfig
+from omnisearchsage.trainer.loop import train
+cfg = TrainConfig(steps=100_000, batch_size=32, warmup_steps=2, log_every=1, checkpoint_minutes=0,
+                  checkpoint_every=int(sys.argv[2]),
+                  model=ModelConfig(dim=16, token_dim=8, hash_rows=512, entity_hidden=(16,), query_hidden=(16,)),
+                  loss=LossConfig(sketch_width=256, matryoshka_dims=(16,), matryoshka_weights=(1.0,)))
+try:
+    train(Workspace(sys.argv[1]), cfg, "k", resume=sys.argv[3] == "resume")
+except OmniError as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_code)
+"""
+
+
+def _start(ws: Workspace, every: int, mode: str = "new") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _TRAIN, str(ws.root), str(every), mode],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _logged_steps(ws: Workspace) -> list[int]:
+    path = ws.run_dir("k") / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(ln)["step"] for ln in lines if ln.endswith("}")]
+
+
+def _wait_for_step(ws: Workspace, proc: subprocess.Popen, step: int) -> None:
+    deadline = time.monotonic() + 120
+    while not _logged_steps(ws) or _logged_steps(ws)[-1] < step:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+def _finish_soon(ws: Workspace, extra: int) -> int:
+    """Shorten the saved run to ``extra`` steps past its last checkpoint (its config said 100,000)."""
+    from omnisearchsage.trainer.loop import checkpoints
+
+    step = int(checkpoints(ws.run_dir("k"))[-1].name.removeprefix("step-"))
+    path = ws.run_dir("k") / "config.json"
+    saved = json.loads(path.read_text())
+    saved["config"]["steps"] = step + extra
+    path.write_text(json.dumps(saved))
+    return step
+
+
+def test_killed_runs_resume_from_their_last_checkpoint(ws: Workspace) -> None:
+    """kill -9, resume, SIGTERM, a plain rerun, resume to the end: no step lost or repeated."""
+    from omnisearchsage.trainer.loop import checkpoints, train
+
+    ckpt = ws.run_dir("k") / "checkpoints"
+    first = _start(ws, every=4)
+    _wait_for_step(ws, first, 10)
+    first.kill()
+    first.communicate(timeout=60)
+    (ckpt / f".step-9999999.tmp-{first.pid}").mkdir()  # as if killed while writing a checkpoint
+    killed_at = int(checkpoints(ws.run_dir("k"))[-1].name.removeprefix("step-"))
+    assert killed_at >= 8
+
+    second = _start(ws, every=4, mode="resume")
+    _wait_for_step(ws, second, killed_at + 3)
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM after step" in err and "--resume" in err
+    assert [p.name for p in ckpt.iterdir() if p.name.startswith(".")] == []  # the dead run's temporary
+
+    # A plain rerun explains instead of refusing without a word or starting over.
+    code, out = omni("train", "-w", str(ws.root), "--name", "k", "--steps", "3")
+    assert code == 2 and "interrupted, last checkpoint at step-" in out and "--resume" in out
+    stopped_at = _finish_soon(ws, 2)
+    assert stopped_at > killed_at + 2
+    train(ws, TrainConfig(), "k", resume=True)
+    assert _logged_steps(ws) == list(range(1, stopped_at + 3))  # every step once, in order
+    assert (ws.run_dir("k") / "summary.json").exists()
+
+
+def test_plain_rerun_of_a_run_killed_before_any_checkpoint_starts_afresh(ws: Workspace) -> None:
+    args = ("train", "-w", str(ws.root), "--name", "k", "--steps", "2", "--batch-size", "16")
+    assert omni(*args)[0] == 0
+    # What a kill before the first checkpoint leaves: the run's config and metrics, nothing to resume.
+    shutil.rmtree(ws.run_dir("k") / "checkpoints")
+    (ws.run_dir("k") / "summary.json").unlink()
+    code, out = omni(*args)
+    assert code == 0, out
+    assert (ws.run_dir("k") / "summary.json").exists()
