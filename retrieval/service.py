@@ -62,10 +62,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.features.text import normalize
+from omnisearchsage.features.text import has_words
 from omnisearchsage.retrieval.ann import VectorIndex, build_index, recall_at_k, resolve_backend
 from omnisearchsage.retrieval.cache import CachedEncoder, QueryCache, QueryEncoder
 from omnisearchsage.retrieval.index import ExactIndex
+from omnisearchsage.retrieval.limits import BodyLimit, uvicorn_limits
 from omnisearchsage.retrieval.serve_config import ServeConfig
 from omnisearchsage.trainer.export import EMBEDDING_FILES, MANIFEST, load_embeddings, load_query_encoder
 
@@ -177,7 +178,7 @@ class SearchRequest(BaseModel):
 
 
 def _check_query(q: str, field: str, cfg: ServeConfig) -> None:
-    """Refuse what the encoder should never see: oversize, not UTF-8-encodable, or empty after normalising."""
+    """Refuse what the encoder should never see: oversize, not UTF-8-encodable, or without a word to encode."""
     try:
         size = len(q.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate ("\\ud800") survives JSON parsing but is not text
@@ -186,8 +187,9 @@ def _check_query(q: str, field: str, cfg: ServeConfig) -> None:
         raise ApiError(
             422, "query_too_long", f"{field} is {size} bytes in UTF-8; the limit is {cfg.max_query_bytes}"
         )
-    if not normalize(q):
-        raise ApiError(422, "empty_query", f"{field} is empty or whitespace")
+    if not has_words(q):
+        raise ApiError(422, "empty_query", f"{field} has no word (empty, or only whitespace, punctuation, "
+                                           "NUL or zero-width characters)")
 
 
 # ------------------------------------------------------------------ metrics
@@ -270,14 +272,14 @@ class ServiceMetrics:
 
 
 class _Instrument:
-    """Pure ASGI middleware: counts and times every request, and refuses oversize bodies unread.
+    """Pure ASGI middleware: counts and times every request (body limits: ``retrieval/limits.py``).
 
     Pure ASGI rather than ``BaseHTTPMiddleware``: the latter adds a task and a
     stream per request, a measurable cost at thousands of requests per second.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -295,16 +297,7 @@ class _Instrument:
             await send(message)
 
         try:
-            size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-            if size is not None and size.isdigit() and int(size) > self.max_body_bytes:
-                response = error_response(
-                    413,
-                    "body_too_large",
-                    f"request body is {int(size)} bytes; the limit is {self.max_body_bytes}",
-                )
-                await response(scope, receive, send_status)
-            else:
-                await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
             self.metrics.observe(endpoint, status, time.perf_counter() - start)
 
@@ -422,7 +415,8 @@ def build_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(_Instrument, metrics=metrics, max_body_bytes=cfg.max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=cfg.max_body_bytes, body_timeout_s=cfg.body_timeout_s)
+    app.add_middleware(_Instrument, metrics=metrics)  # outermost: refused bodies are counted too
     app.state.cached_encoder, app.state.index, app.state.metrics = cached, index, metrics
 
     async def vectors(queries: Sequence[str]) -> np.ndarray:
@@ -602,6 +596,7 @@ def run_server(export_dir: Path, cfg: ServeConfig) -> None:
         "port": cfg.port,
         "access_log": False,
         "timeout_graceful_shutdown": cfg.graceful_shutdown_s,
+        **uvicorn_limits(cfg),
     }
     if cfg.workers == 1:
         configure_threads(cfg)
