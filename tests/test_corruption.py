@@ -2,7 +2,8 @@
 
 Each case breaks one thing in a copy of the tiny world and asserts what the user gets: exit code 2
 and one line naming the file and column (never a raw exception, never a hang, never exit 0), or
-a counted warning where the stage can sensibly go on. Requests are in ``test_limits.py``.
+a counted warning where the stage can sensibly go on; a request gets a 4xx (a real uvicorn for the
+transfer-encoding and timeout cases). Killed training runs resume from their last checkpoint.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from omnisearchsage.cli.app import app
@@ -38,10 +43,13 @@ from omnisearchsage.enrich.config import CaptionConfig
 from omnisearchsage.enrich.images import load_rgb, sha256_file
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.build import build_features
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.retrieval.limits import uvicorn_limits
+from omnisearchsage.retrieval.serve_config import ServeConfig
+from omnisearchsage.retrieval.service import build_app
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import engagement_pairs, load_training_data
-from omnisearchsage.features.featurizer import Featurizer
 
 runner = CliRunner()
 
@@ -436,3 +444,111 @@ def test_plain_rerun_of_a_run_killed_before_any_checkpoint_starts_afresh(ws: Wor
     code, out = omni(*args)
     assert code == 0, out
     assert (ws.run_dir("k") / "summary.json").exists()
+
+
+# ---------------------------------------------------------------------------- requests
+class _Encoder:
+    version, dim = "v1", 8
+
+    def encode(self, texts):
+        return np.eye(8, dtype=np.float32)[[len(t) % 8 for t in texts]]
+
+
+LIMITS = ServeConfig(max_body_bytes=64 * 1024, max_header_bytes=8 * 1024, body_timeout_s=1.0,
+                     header_timeout_s=1.0, keep_alive_s=1.0)
+
+
+def _service() -> FastAPI:
+    emb = np.eye(8, dtype=np.float32)
+    return build_app(_Encoder(), {"pin": ([f"p{i}" for i in range(8)], emb)}, LIMITS)
+
+
+@pytest.fixture(scope="module")
+def server() -> tuple[str, int]:
+    """The service on a real uvicorn with :func:`uvicorn_limits` (transfer encodings and timeouts need sockets)."""
+    import uvicorn
+
+    config = uvicorn.Config(_service(), host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                            **uvicorn_limits(LIMITS))
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    yield srv.servers[0].sockets[0].getsockname()[:2]
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _exchange(address: tuple[str, int], head: bytes, body_parts: list[bytes] = (), wait_s: float = 10) -> bytes:
+    """Send ``head`` and ``body_parts``, then read until the server closes or ``wait_s`` passes."""
+    with socket.create_connection(address, timeout=wait_s) as sock:
+        try:
+            sock.sendall(head)
+            for part in body_parts:
+                sock.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before reading it all: what a limit should do
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return out
+
+
+def _post(length: str) -> bytes:
+    return (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n").encode()
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_chunked_body_over_the_limit_is_refused_unread(server: tuple[str, int]) -> None:
+    # 4 MiB of chunks against a 64 KiB limit: 413 comes back without the server reading them all.
+    parts = [_chunk(b" " * 65536) for _ in range(64)]
+    out = _exchange(server, _post("Transfer-Encoding: chunked\r\n"), parts)
+    assert out.startswith(b"HTTP/1.1 413") and b"body_too_large" in out
+
+
+def test_chunked_body_within_the_limit_is_served(server: tuple[str, int]) -> None:
+    body = b'{"queries": ["red dress"]}'
+    out = _exchange(server, _post("Transfer-Encoding: chunked\r\nConnection: close\r\n"),
+                    [_chunk(body[:10]), _chunk(body[10:]), b"0\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 200") and b'"embeddings"' in out
+
+
+def test_declared_body_over_the_limit_is_refused_unread(server: tuple[str, int]) -> None:
+    out = _exchange(server, _post(f"Content-Length: {50 * 2**20}\r\n"))
+    assert out.startswith(b"HTTP/1.1 413") and b"body_too_large" in out
+
+
+def test_body_shorter_than_declared_times_out(server: tuple[str, int]) -> None:
+    out = _exchange(server, _post("Content-Length: 100\r\n"), [b'{"queries": '])
+    assert out.startswith(b"HTTP/1.1 408") and b"body_timeout" in out
+
+
+def test_oversized_headers_are_refused(server: tuple[str, int]) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 * 2**20) + b"\r\n\r\n"
+    out = _exchange(server, head)
+    assert out.startswith(b"HTTP/1.1 400")
+
+
+def test_slow_headers_are_cut_off(server: tuple[str, int]) -> None:
+    start = time.monotonic()
+    out = _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait_s=20)  # never finishes its headers
+    assert out == b"" and time.monotonic() - start < 15  # closed by the server after header_timeout_s
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\x00", "\x00\x00 ", "\u200b", "\u200b\u200c\u200d\ufeff", "?!",
+                                   "... --", "\t\u3000\n"])
+@pytest.mark.parametrize("endpoint", ["/embed", "/search"])
+def test_token_less_queries_are_empty_queries(endpoint: str, query: str) -> None:
+    client = TestClient(_service(), raise_server_exceptions=False)
+    body = {"queries": ["ok", query]} if endpoint == "/embed" else {"query": query}
+    resp = client.post(endpoint, json=body)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "empty_query", resp.text
