@@ -33,6 +33,7 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.importers.config import EMBED_AUTO, RelevanceImportConfig
 from omnisearchsage.importers.text_embed import encode_texts, encoder_pooling, resolve_embed_model
 from omnisearchsage.split import TimeSplit
+from omnisearchsage.validate import not_regular
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def _rows(frame: pl.DataFrame, mask: pl.Expr, column: str) -> str:
 
 def read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
     """The CSV as strings (nothing inferred), with its required columns checked."""
-    if not path.exists():
-        raise OmniError(f"{path}: file not found")
+    if (why := not_regular(path)) is not None:  # a FIFO or a device would block or never end
+        raise OmniError(f"{path}: {'file not found' if why == 'missing' else why}")
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
     except (pl.exceptions.ComputeError, UnicodeDecodeError, pl.exceptions.NoDataError) as e:

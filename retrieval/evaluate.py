@@ -60,7 +60,7 @@ from omnisearchsage.retrieval.metrics import rank_metric_exprs
 from omnisearchsage.retrieval.paper import PAPER_SETS, TABLE2, TABLE6
 from omnisearchsage.retrieval.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs
 from omnisearchsage.split import TimeSplit
-from omnisearchsage.validate import read_table
+from omnisearchsage.validate import read_table, validate_workspace
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,7 @@ class Evaluation:
 
     def __init__(self, ws: Workspace, model: EmbeddingModel, cfg: EvalConfig) -> None:
         self.ws, self.model, self.cfg = ws, model, cfg
+        validate_workspace(ws)  # the raw tables evaluation reads: one line per problem, not a reader's exception
         self.split = TimeSplit.for_workspace(ws)
         heldout = load_heldout(ws, self.split)
         self.heldout = pl.concat([heldout, relevance_pairs(ws, heldout)])

@@ -27,8 +27,9 @@ class ServeConfig:
     workers: int = 1
     #: Seconds a cached query embedding stays valid [paper: 30 days].
     cache_ttl_s: float = 30 * _DAY_S
-    #: Most cached queries per worker; least recently used go first. At 256-d float32 an
-    #: entry costs about 1.3 KiB with Python overhead, so 100k entries ≈ 130 MiB.
+    #: Most cached queries per worker; least recently used go first. An entry costs its vector
+    #: (4 bytes a dimension) plus Python and allocator overhead: README "Cache" has the measured
+    #: bytes per entry (``bench/cache_memory.py``).
     cache_max_entries: int = 100_000
     #: Longest query accepted, in UTF-8 bytes (before normalisation).
     max_query_bytes: int = 1024
