@@ -285,13 +285,16 @@ class _Checker:
             self.con.execute("SELECT " + ", ".join(f"max(hash({_ident(c)}))" for c in ok) + f" FROM {_scan(self.ws, t)}")
             return True
         except duckdb.Error as e:
-            if "string encoding" not in str(e).lower():
-                self.add(t, f"unreadable Parquet ({_short(e)})")
+            error = e
+        if "string encoding" in str(error).lower():
+            found = [(c, *invalid_utf8_rows(self.ws.path(t), c)) for c, dtype in ok.items() if _is_text(dtype)]
+            for c, n, rows in found:
+                if n:
+                    self.add(t, f"{n} rows with text that is not valid UTF-8, {_rows(rows)}", c)
+            if any(n for _, n, _ in found):
                 return False
-        for c in (c for c, dtype in ok.items() if _is_text(dtype)):
-            n, rows = invalid_utf8_rows(self.ws.path(t), c)
-            if n:
-                self.add(t, f"{n} rows with text that is not valid UTF-8, {_rows(rows)}", c)
+        # A corrupt page, or a bad encoding the row search cannot place: still one line, still refused.
+        self.add(t, f"unreadable Parquet ({_short(error)})")
         return False
 
     def _non_finite(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
@@ -446,7 +449,7 @@ def read_table(ws: Workspace, schema: TableSchema) -> pl.LazyFrame:
     lf = pl.scan_parquet(path)
     try:
         present = lf.collect_schema()
-    except Exception as e:  # noqa: BLE001 - any reader failure means the same to the user
+    except Exception as e:  # any reader failure means the same to the user
         raise OmniError(f"{schema.relpath}: unreadable Parquet ({_short(e)})") from e
     exprs = []
     for c in schema.columns:
