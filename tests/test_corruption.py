@@ -32,7 +32,6 @@ from typer.testing import CliRunner
 from omnisearchsage.cli.app import app
 from omnisearchsage.contract import (
     ENGAGEMENTS,
-    FEATURE_PINS,
     FEATURE_QUERIES,
     PINS,
     PRODUCTS,
@@ -184,12 +183,24 @@ def test_broken_table_is_one_line_naming_file_and_column(ws: Workspace, case: st
     assert not ws.run_dir("t").exists()  # a refused run leaves nothing to --overwrite
 
 
-@pytest.mark.parametrize("breaker", [_truncate(FEATURE_PINS), _replace_path(FEATURE_PINS, os.mkfifo)],
-                         ids=["truncated", "fifo"])
-def test_train_refuses_broken_features_tables(ws: Workspace, breaker: Callable[[Workspace], None]) -> None:
-    breaker(ws)
+def _break_file(relpath: str, how: str) -> Callable[[Workspace], None]:
+    def apply(ws: Workspace) -> None:
+        path = ws.root / relpath
+        if how == "truncate":
+            path.write_bytes(path.read_bytes()[:100])
+        else:
+            path.unlink()
+            os.mkfifo(path)
+    return apply
+
+
+@pytest.mark.parametrize(("relpath", "how"), [("features/pins.parquet", "truncate"), ("features/pins.parquet", "fifo"),
+                                               ("features/vocab/unigram.parquet", "truncate"),
+                                               ("features/manifest.json", "truncate")])
+def test_train_refuses_broken_features(ws: Workspace, relpath: str, how: str) -> None:
+    _break_file(relpath, how)(ws)
     code, out = omni(*COMMANDS["train"](ws))
-    assert code == 2 and out.splitlines()[-1].startswith("features/pins.parquet: "), out
+    assert code == 2 and relpath in out.splitlines()[-1], out
 
 
 # ---------------------------------------------------------------------------- counted warnings
