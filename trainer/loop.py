@@ -140,14 +140,15 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no",
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     rank, world = accelerator.process_index, accelerator.num_processes
+    # The raw inputs in full (both catalogues deleted must not train on stale features), then the features;
+    # before --overwrite deletes anything, so bad input never costs the previous run.
+    validate_workspace(ws)
+    validate_workspace(ws, [t for t in (FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     if overwrite and not resume and accelerator.is_main_process:
         shutil.rmtree(run, ignore_errors=True)
     accelerator.wait_for_everyone()
 
     # ---- data: catalogues of token bags, pairs per task, the time split
-    # The raw inputs in full (both catalogues deleted must not train on stale features), then the features.
-    validate_workspace(ws)
-    validate_workspace(ws, [t for t in (FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     featurizer = Featurizer.load(ws.features)
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
