@@ -51,7 +51,11 @@ def train_cmd(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and dropout.")] = _D.seed,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = _D.checkpoint_every,
+    checkpoint_minutes: Annotated[float, typer.Option(
+        help="Minutes of training between checkpoints (0: none by time); there is always one at the end and "
+             "one on Ctrl-C/SIGTERM.")] = _D.checkpoint_minutes,
+    checkpoint_every: Annotated[int, typer.Option(
+        help="Also a checkpoint every this many steps (0: by time only).")] = _D.checkpoint_every,
     threads: Annotated[int, typer.Option(
         help="Torch threads when training on CPU (0: torch's default). More threads help on an idle machine "
              "and slow steps down many-fold when other processes share the cores.")] = _D.cpu_threads or 0,
@@ -60,7 +64,7 @@ def train_cmd(
 
     Reads features/ (run `omni features build` first), raw engagements of the training window
     and legacy embeddings. Writes config.json, metrics.jsonl, checkpoints/ and summary.json.
-    Ctrl-C saves a checkpoint; --resume continues from it.
+    Ctrl-C or SIGTERM saves a checkpoint after the step in flight; --resume continues from the last one.
     """
     from omnisearchsage.trainer.loop import read_summary, train
 
@@ -68,7 +72,7 @@ def train_cmd(
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets)
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
+                  seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
     table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "
