@@ -58,26 +58,26 @@ def relevance_meta(ws: Workspace) -> dict[str, Any]:
 def test_labels(ws: Workspace, product_ids: np.ndarray) -> tuple[pl.DataFrame, list[str], list[str]]:
     """Test-split labels with ``qrow``, ``col`` and ``gain``; the normalised and raw test queries.
 
-    Only queries with at least one positive are kept (the README's query set).
+    One row per *raw* test query with at least one positive (the README's query set). Two
+    raw queries that normalise alike ("Red Shoes", "red shoes") stay two test queries with
+    their own labels, as the data set's evaluator matches the query string exactly; they
+    share the normalised text the systems read, so they get the same ranking.
     """
     labels = pl.read_parquet(ws.path(RELEVANCE_LABELS))
     label_min = float(labels["label"].min())
     test = labels.filter(pl.col("split") == "test")
-    raw = test["query"].unique().sort()
-    mapping = pl.DataFrame({"query": raw, "norm": [normalize(q) for q in raw]})
-    test = test.join(mapping, on="query", how="left")
-    with_pos = test.group_by("norm").agg(pl.col("positive").any().alias("any_pos")).filter("any_pos")
-    queries = with_pos["norm"].sort()
-    qmap = pl.DataFrame({"norm": queries, "qrow": np.arange(len(queries), dtype=np.int64)})
+    raw = test.filter("positive")["query"].unique().sort()
+    qmap = pl.DataFrame({"query": raw, "qrow": np.arange(len(raw), dtype=np.int64)})
     cand = pl.DataFrame({"product_id": product_ids.astype(str), "col": np.arange(len(product_ids), dtype=np.int64)})
-    test = test.join(qmap, on="norm", how="inner")
+    test = test.join(qmap, on="query", how="inner")
     known = test.join(cand, on="product_id", how="inner")
     if len(known) < len(test):
         log.warning("%d labelled test pairs name products the model has no embedding for; they count as misses",
                     len(test) - len(known))
-    raw_of = test.group_by("qrow").agg(pl.col("query").min()).sort("qrow")["query"].to_list()
     known = known.with_columns(gain=pl.col("label") - label_min)
-    return known.select("qrow", "col", "label", "gain", "positive"), queries.to_list(), raw_of
+    raw_queries = raw.to_list()
+    return (known.select("qrow", "col", "label", "gain", "positive"), [normalize(q) for q in raw_queries],
+            raw_queries)
 
 
 def list_metrics(
