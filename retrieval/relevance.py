@@ -39,6 +39,7 @@ from omnisearchsage.retrieval.paper import RELEVANCE_REFERENCES
 from omnisearchsage.retrieval.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs, topk_lists
 
 if TYPE_CHECKING:
+    from omnisearchsage.retrieval.config import EvalConfig
     from omnisearchsage.retrieval.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
@@ -101,19 +102,28 @@ def list_metrics(
     return n_pos, query_recall_at_k(top_pos, n_pos, LIST_K), ndcg_at_k(top_gain, ideal, LIST_K)
 
 
-def score_system(scorer: Scorer, labels: pl.DataFrame, n_queries: int, ev: Evaluation) -> dict[str, Any]:
-    """The README's metrics (with bootstrap intervals) of one system."""
-    cfg = ev.cfg
+def pair_hits_per_query(scorer: Scorer, labels: pl.DataFrame, n_queries: int, cfg: EvalConfig
+                        ) -> dict[int, np.ndarray]:
+    """Per K of :data:`PAIR_KS`: each query's positive pairs ranked <= K (filtered), [n_queries].
+
+    Summed over queries and divided by the positive pairs, this is pair Recall@K; kept per
+    query so two systems can be compared on the same query resamples (a paired bootstrap).
+    """
     pos = labels.filter("positive")
     qrow, col = pos["qrow"].to_numpy(), pos["col"].to_numpy()
     _, rank = rank_pairs(scorer, qrow, col, qrow, col, None, cfg.chunk_size, cfg.max_block_scores)
+    return {k: np.bincount(qrow, weights=(rank <= k).astype(float), minlength=n_queries) for k in PAIR_KS}
+
+
+def score_system(scorer: Scorer, labels: pl.DataFrame, n_queries: int, cfg: EvalConfig) -> dict[str, Any]:
+    """The README's metrics (with bootstrap intervals) of one system."""
+    pair_hits = pair_hits_per_query(scorer, labels, n_queries, cfg)
     top_cols, _ = topk_lists(scorer, np.arange(n_queries), max(LIST_K, cfg.topk), cfg.chunk_size,
                              cfg.max_block_scores)
     n_pos, q_recall, ndcg = list_metrics(labels, n_queries, top_cols)
     out: dict[str, Any] = {}
     ones = np.ones(n_queries)
-    for k in PAIR_KS:
-        hits = np.bincount(qrow, weights=(rank <= k).astype(float), minlength=n_queries)
+    for k, hits in pair_hits.items():
         out[f"pair_recall@{k}"] = float(hits.sum() / max(n_pos.sum(), 1))
         out[f"pair_recall@{k}_ci"] = bootstrap_ci(hits, n_pos, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
     valid = n_pos > 0
@@ -156,7 +166,7 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
     ids, emb = ev.model.entities["product"]
     labels, queries, _ = test_labels(ev.ws, ids)
     meta = relevance_meta(ev.ws)
-    systems = {name: score_system(s, labels, len(queries), ev) for name, s in _systems(ev, queries, ids, emb).items()}
+    systems = {name: score_system(s, labels, len(queries), ev.cfg) for name, s in _systems(ev, queries, ids, emb).items()}
     return {
         "dataset": meta.get("dataset"),
         "test_queries": len(queries),
