@@ -2,7 +2,7 @@
 sentence-transformers' MultipleNegativesRankingLoss, scored with ``omni eval``'s relevance metrics.
 
     python bench/st_peer.py WORKSPACE [--run main] [--out peer.json] [--model-out DIR]
-                            [--throughput-batches 20]
+                            [--throughput-batches 20] [--peer-model DIR]
 
 WORKSPACE was imported with ``omni import relevance`` (its products embedded by the bundled
 all-MiniLM-L6-v2, the default). The peer:
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from omnisearchsage.atomic import write_json
+from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import PRODUCTS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.importers.text_embed import encode_texts, resolve_embed_model
@@ -71,6 +71,8 @@ PEER = "st-peer"
 ZERO_SHOT = "minilm-zero-shot"
 BM25 = "bm25-title"
 MODEL = "model"
+#: The fine-tuned encoder's product embeddings, kept beside it.
+PRODUCT_CACHE = "omni_products.npz"
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,18 @@ def st_pairs_per_second(model_dir: Path, pairs: pl.DataFrame, cfg: PeerConfig, b
     return float(fine_tune(model_dir, pairs, cfg, None, max_steps=batches)["pairs_per_s"])
 
 
-def encoder_scorer(model_dir: Path, queries: list[str], product_texts: list[str], max_tokens: int) -> EmbeddingScorer:
-    """Cosine scorer of a sentence encoder on both sides (the importer's embedding code)."""
-    return EmbeddingScorer(encode_texts(model_dir, queries, max_tokens), encode_texts(model_dir, product_texts,
-                                                                                       max_tokens))
+def peer_product_embeddings(peer_dir: Path, ids: np.ndarray, texts: list[str], max_tokens: int) -> np.ndarray:
+    """The fine-tuned encoder's product embeddings, cached in ``peer_dir`` (embedding the catalogue is
+    the scoring's slowest part; ``--peer-model`` re-scores a kept fine-tune against new runs)."""
+    cache = peer_dir / PRODUCT_CACHE
+    if cache.exists():
+        with np.load(cache, allow_pickle=True) as saved:
+            if np.array_equal(saved["ids"], ids):
+                return saved["emb"]
+    emb = encode_texts(peer_dir, texts, max_tokens)
+    with atomic_path(cache) as tmp, tmp.open("wb") as f:
+        np.savez(f, ids=ids, emb=emb)
+    return emb
 
 
 def systems(ws: Workspace, peer_dir: Path, base_dir: Path, run: str | None, ids: np.ndarray,
@@ -165,13 +175,15 @@ def systems(ws: Workspace, peer_dir: Path, base_dir: Path, run: str | None, ids:
             raise OmniError(f"{ws.export_dir(run)}: its products differ from {ws.path(PRODUCTS)}")
         out[MODEL] = EmbeddingScorer(np.asarray(model.encode_queries(queries), np.float32), m_emb)
     texts = [t.strip() for t in entity_texts(ws, "product", ids.tolist(), "bm25-text")]
-    out[PEER] = encoder_scorer(peer_dir, queries, texts, cfg.max_tokens)
+    out[PEER] = EmbeddingScorer(encode_texts(peer_dir, queries, cfg.max_tokens),
+                                peer_product_embeddings(peer_dir, ids, texts, cfg.max_tokens))
     legacy = legacy_candidates(ws, "product")
     if legacy is not None and np.array_equal(legacy[0], ids):
         out[ZERO_SHOT] = EmbeddingScorer(encode_texts(base_dir, queries, cfg.max_tokens), legacy[1])
     else:
         log.warning("products carry no importer embeddings: zero-shot MiniLM re-embeds them")
-        out[ZERO_SHOT] = encoder_scorer(base_dir, queries, texts, cfg.max_tokens)
+        out[ZERO_SHOT] = EmbeddingScorer(encode_texts(base_dir, queries, cfg.max_tokens),
+                                         encode_texts(base_dir, texts, cfg.max_tokens))
     out[BM25] = baseline_scorer(ws, BM25, "product", queries, ids.tolist(), eval_cfg.seed)
     return out
 
@@ -203,6 +215,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write every figure here as JSON")
     ap.add_argument("--model-out", type=Path, default=None,
                     help="keep the fine-tuned model in this folder (default: a temporary one)")
+    ap.add_argument("--peer-model", type=Path, default=None,
+                    help="score this fine-tune (a --model-out folder of an earlier run) instead of training one")
     ap.add_argument("--throughput-batches", type=int, default=20,
                     help="batches of the separate pairs/s probe (0: skip it)")
     ap.add_argument("--batch-size", type=int, default=PeerConfig.batch_size, help="pairs per batch")
@@ -230,10 +244,15 @@ def main() -> None:
         print(f"ST MNRL training, {args.throughput_batches} batches of {cfg.batch_size}: {throughput:.1f} pairs/s")
 
     with tempfile.TemporaryDirectory(prefix="st-peer-model-") as tmp:
-        peer_dir = args.model_out or Path(tmp)
-        train = fine_tune(base_dir, pairs, cfg, peer_dir)
-        print(f"ST MNRL fine-tune: {train['steps']} steps in {train['seconds']:.0f} s, "
-              f"{train['pairs_per_s']:.1f} pairs/s, mean loss {train['loss']:.3f}")
+        train = None
+        if args.peer_model is not None:
+            peer_dir = args.peer_model
+            print(f"ST peer: the fine-tune kept in {peer_dir} (not retrained)")
+        else:
+            peer_dir = args.model_out or Path(tmp)
+            train = fine_tune(base_dir, pairs, cfg, peer_dir)
+            print(f"ST MNRL fine-tune: {train['steps']} steps in {train['seconds']:.0f} s, "
+                  f"{train['pairs_per_s']:.1f} pairs/s, mean loss {train['loss']:.3f}")
         ids = (read_table(ws, PRODUCTS).select("product_id").collect()["product_id"].sort()
                .to_numpy().astype(object))
         _, queries, _ = test_labels(ws, ids)
