@@ -195,14 +195,15 @@ def evaluate_systems(ws: Workspace, scorers: dict[str, Scorer], ids: np.ndarray,
     n = len(queries)
     metrics = {name: score_system(s, labels, n, eval_cfg) for name, s in scorers.items()}
     n_pos = np.bincount(labels.filter("positive")["qrow"].to_numpy(), minlength=n)
+    valid = n_pos > 0  # resampled, as score_system's intervals: the queries with a positive
     hits = {name: pair_hits_per_query(s, labels, n, eval_cfg) for name, s in scorers.items()}
     paired: dict[str, Any] = {}
     for name in scorers:
         if name == PEER:
             continue
         for k in PAIR_KS:
-            diff, lo, hi = paired_bootstrap_diff(hits[name][k], hits[PEER][k], n_pos, eval_cfg.bootstrap_samples,
-                                                 eval_cfg.confidence, eval_cfg.seed)
+            diff, lo, hi = paired_bootstrap_diff(hits[name][k][valid], hits[PEER][k][valid], n_pos[valid],
+                                                 eval_cfg.bootstrap_samples, eval_cfg.confidence, eval_cfg.seed)
             paired[f"{name} - {PEER}"] = {**paired.get(f"{name} - {PEER}", {}),
                                          f"pair_recall@{k}": diff, f"pair_recall@{k}_ci": (lo, hi)}
     return metrics, paired

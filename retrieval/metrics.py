@@ -128,12 +128,13 @@ def rank_metric_exprs(rank_col: str, ks: Sequence[int], prefix: str = "") -> lis
 
 # ---------------------------------------------------------------- graded relevance (CrowdFlower)
 def query_recall_at_k(top_is_positive: np.ndarray, n_positives: np.ndarray, k: int) -> np.ndarray:
-    """Per query: |top-k ∩ positives| / min(k, |positives|) (queries need >= 1 positive).
+    """Per query: |top-k ∩ positives| / min(k, |positives|); NaN for a query without positives.
 
     ``top_is_positive`` is bool [queries, depth >= k]: whether the i-th ranked item is a positive.
     """
     hits = top_is_positive[:, :k].sum(axis=1)
-    return hits / np.minimum(k, n_positives)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_positives > 0, hits / np.minimum(k, n_positives), np.nan)
 
 
 def ndcg_at_k(top_gains: np.ndarray, ideal_gains: np.ndarray, k: int) -> np.ndarray:

@@ -59,15 +59,17 @@ def relevance_meta(ws: Workspace) -> dict[str, Any]:
 def test_labels(ws: Workspace, product_ids: np.ndarray) -> tuple[pl.DataFrame, list[str], list[str]]:
     """Test-split labels with ``qrow``, ``col`` and ``gain``; the normalised and raw test queries.
 
-    One row per *raw* test query with at least one positive (the README's query set). Two
-    raw queries that normalise alike ("Red Shoes", "red shoes") stay two test queries with
-    their own labels, as the data set's evaluator matches the query string exactly; they
-    share the normalised text the systems read, so they get the same ranking.
+    One row per *raw* test query: those with a positive count in the pair and query recalls,
+    every one with a graded label above the lowest in nDCG (the README averages it over
+    queries with ideal DCG > 0, positive or not). Two raw queries that normalise alike
+    ("Red Shoes", "red shoes") stay two test queries with their own labels, as the data
+    set's evaluator matches the query string exactly; they share the normalised text the
+    systems read, so they get the same ranking.
     """
     labels = pl.read_parquet(ws.path(RELEVANCE_LABELS))
     label_min = float(labels["label"].min())
     test = labels.filter(pl.col("split") == "test")
-    raw = test.filter("positive")["query"].unique().sort()
+    raw = test["query"].unique().sort()
     qmap = pl.DataFrame({"query": raw, "qrow": np.arange(len(raw), dtype=np.int64)})
     cand = pl.DataFrame({"product_id": product_ids.astype(str), "col": np.arange(len(product_ids), dtype=np.int64)})
     test = test.join(qmap, on="query", how="inner")
@@ -123,10 +125,11 @@ def score_system(scorer: Scorer, labels: pl.DataFrame, n_queries: int, cfg: Eval
     n_pos, q_recall, ndcg = list_metrics(labels, n_queries, top_cols)
     out: dict[str, Any] = {}
     ones = np.ones(n_queries)
+    valid = n_pos > 0  # the pair and query recalls resample the queries with a positive
     for k, hits in pair_hits.items():
         out[f"pair_recall@{k}"] = float(hits.sum() / max(n_pos.sum(), 1))
-        out[f"pair_recall@{k}_ci"] = bootstrap_ci(hits, n_pos, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
-    valid = n_pos > 0
+        out[f"pair_recall@{k}_ci"] = bootstrap_ci(hits[valid], n_pos[valid], cfg.bootstrap_samples,
+                                                  cfg.confidence, cfg.seed)
     out[f"query_recall@{LIST_K}"] = float(q_recall[valid].mean())
     out[f"query_recall@{LIST_K}_ci"] = bootstrap_ci(q_recall[valid], ones[valid], cfg.bootstrap_samples,
                                                    cfg.confidence, cfg.seed)
@@ -170,6 +173,7 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
     return {
         "dataset": meta.get("dataset"),
         "test_queries": len(queries),
+        "test_queries_with_positive": int(labels.filter("positive")["qrow"].n_unique()),
         "positive_pairs": int(labels["positive"].sum()),
         "candidates": len(ids),
         "systems": systems,
@@ -180,7 +184,7 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
 def write_topk(ev: Evaluation, path: Path) -> Path:
     """Top-``cfg.topk`` products of the model per test query as CSV: query, product_id, score.
 
-    The test queries are the relevance set's (with a positive) on an imported workspace,
+    The test queries are every test query of the relevance set on an imported workspace,
     else the test-window queries of the query→product pairs.
     """
     if "product" not in ev.model.entities:
