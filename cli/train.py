@@ -84,16 +84,24 @@ def train_cmd(
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name under WS/runs/.")],
     workspace_dir: WorkspaceOpt = None,
+    onnx: Annotated[
+        bool, typer.Option(help="Also write the query encoder as ONNX (export/query_encoder/query_encoder.onnx).")
+    ] = False,
 ) -> None:
     """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
 
-    Loadable with omnisearchsage.trainer.export.load_query_encoder / load_embeddings.
+    Loadable with omnisearchsage.trainer.export.load_query_encoder / load_embeddings; with --onnx,
+    the query encoder also runs on onnxruntime (omnisearchsage.trainer.onnx_export.OnnxQueryEncoder).
     """
     import json
 
     from omnisearchsage.trainer.export import MANIFEST, export_run
 
     out = export_run(workspace(workspace_dir), run)
+    if onnx:
+        from omnisearchsage.trainer.onnx_export import export_query_onnx
+
+        typer.echo(f"wrote {export_query_onnx(out)}")
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
                f"embeddings of {', '.join(manifest['entity_types'])}")
