@@ -31,7 +31,13 @@ from typing import Any
 import polars as pl
 import psutil
 
-from omnisearchsage.contract import BOARD_TITLES, ENGAGED_QUERIES, ENGAGED_QUERY_COUNTS, VOCAB_KINDS, Workspace
+from omnisearchsage.contract import (
+    BOARD_TITLES,
+    ENGAGED_QUERIES,
+    ENGAGED_QUERY_COUNTS,
+    VOCAB_KINDS,
+    Workspace,
+)
 
 GB = 1024**3
 STAGES = ("queries", "boards", "vocab")
