@@ -384,6 +384,8 @@ class ExportLayout:
     WEIGHTS = "model.safetensors"
     FEATURIZER = "featurizer"
     HF = "hf"
+    #: ``omni export --onnx``: the query encoder as ONNX, inside ``query_encoder/``.
+    QUERY_ONNX = "query_encoder.onnx"
     #: Embedding files per entity type, under ``embeddings/``.
     EMBEDDING_FILES = {"pin": "pins.parquet", "product": "products.parquet", "query": "queries.parquet"}
 

@@ -90,14 +90,22 @@ def train_cmd(
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name under WS/runs/.")],
     workspace_dir: WorkspaceOpt = None,
+    onnx: Annotated[
+        bool, typer.Option(help="Also write the query encoder as ONNX (export/query_encoder/query_encoder.onnx).")
+    ] = False,
 ) -> None:
     """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
 
-    Loadable without the trainer: omnisearchsage.model.io.load_query_encoder / load_embeddings.
+    Loadable without the trainer: omnisearchsage.model.io.load_query_encoder / load_embeddings; with --onnx,
+    the query encoder also runs on onnxruntime (omnisearchsage.model.onnx.OnnxQueryEncoder).
     """
     from omnisearchsage.trainer.export import export_run
 
     out = export_run(workspace(workspace_dir), run)
+    if onnx:
+        from omnisearchsage.model.onnx import export_query_onnx
+
+        typer.echo(f"wrote {export_query_onnx(out)}")
     manifest = ExportLayout(out).read_manifest()
     typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
                f"embeddings of {', '.join(manifest['entity_types'])}")
