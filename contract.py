@@ -413,6 +413,11 @@ class ExportLayout:
             raise OmniError(f"unknown entity type {entity_type!r}; choose one of {', '.join(self.EMBEDDING_FILES)}")
         return self.embeddings_dir / self.EMBEDDING_FILES[entity_type]
 
+    def embedding_part(self, entity_type: str, shard: int, num_shards: int) -> Path:
+        """One shard of a sharded embedding job (``omni embed``): the entity type's embeddings are then a
+        folder of ``part-I-of-N.parquet`` files, read as one dataset in shard order."""
+        return self.embeddings(entity_type) / f"part-{shard:05d}-of-{num_shards:05d}.parquet"
+
     def read_manifest(self) -> dict[str, Any]:
         """The export's manifest; the one reader every stage uses."""
         if not self.manifest.is_file():

@@ -93,6 +93,10 @@ def export_cmd(
     onnx: Annotated[
         bool, typer.Option(help="Also write the query encoder as ONNX (export/query_encoder/query_encoder.onnx).")
     ] = False,
+    embeddings: Annotated[
+        bool, typer.Option(help="Embed the catalogue here, in one process; --no-embeddings leaves it to "
+                                "`omni embed` (N processes).")
+    ] = True,
 ) -> None:
     """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
 
@@ -101,12 +105,39 @@ def export_cmd(
     """
     from omnisearchsage.trainer.export import export_run
 
-    out = export_run(workspace(workspace_dir), run)
+    out = export_run(workspace(workspace_dir), run, embeddings=embeddings)
     if onnx:
         from omnisearchsage.model.onnx import export_query_onnx
 
         typer.echo(f"wrote {export_query_onnx(out)}")
     manifest = ExportLayout(out).read_manifest()
     typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
-               f"embeddings of {', '.join(manifest['entity_types'])}")
+               f"embeddings of {', '.join(manifest['entity_types'])}" + ("" if embeddings else " (to do: omni embed)"))
     typer.echo(f"wrote {out}")
+
+
+def embed_cmd(
+    run: Annotated[str, typer.Argument(help="Run name under WS/runs/ (exported with --no-embeddings).")],
+    shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N (default: $RANK/$WORLD_SIZE as "
+                                                   "torchrun sets them, else 0/1).")] = None,
+    workspace_dir: WorkspaceOpt = None,
+) -> None:
+    """Embed the catalogue with RUN's exported encoders as a batch job: one slice per process.
+
+    Run N processes with `torchrun --nproc-per-node N -m omnisearchsage.cli.app embed RUN` (or a scheduler's
+    array job with --shard I/N); each writes embeddings/<type>.parquet/part-I-of-N.parquet, and eval and
+    serving read the parts as one dataset.
+    """
+    import os
+
+    from omnisearchsage.trainer.export import embed_catalogue
+
+    if shard is None:
+        index, total = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    else:
+        try:
+            index, total = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise typer.BadParameter(f"{shard!r} is not I/N, e.g. 0/4", param_hint="--shard") from None
+    for path in embed_catalogue(workspace(workspace_dir), run, index, total):
+        typer.echo(f"wrote {path}")
