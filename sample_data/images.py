@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omnisearchsage.sample_data.lexicon import BACKGROUNDS, COUNT_WORDS, FILLS, FRAMES, PATTERNS, SHAPES, TOPICS
+from omnisearchsage.sample_data.lexicon import (
+    BACKGROUNDS,
+    COUNT_WORDS,
+    FILLS,
+    FRAMES,
+    PATTERNS,
+    SHAPES,
+    TOPICS,
+)
 
 #: Shape radius as a fraction of the image side: one big shape, or up to three smaller ones.
 _SINGLE_RADIUS = (0.22, 0.32)

@@ -24,7 +24,15 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.sample_data.config import world_config
 from omnisearchsage.sample_data.generate import generate_world
 from omnisearchsage.sample_data.images import ImageSpec
-from omnisearchsage.sample_data.lexicon import ATTRIBUTE_KINDS, ATTRIBUTES, BACKGROUNDS, FILLS, FRAMES, LANGS, TOPICS
+from omnisearchsage.sample_data.lexicon import (
+    ATTRIBUTE_KINDS,
+    ATTRIBUTES,
+    BACKGROUNDS,
+    FILLS,
+    FRAMES,
+    LANGS,
+    TOPICS,
+)
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.validate import validate_workspace
 
