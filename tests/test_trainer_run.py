@@ -108,21 +108,6 @@ def test_every_task_has_pairs_capped_and_deterministic_batches(ws: Workspace):
                                                                             pin.cand_rows.tolist())))
 
 
-def test_compat_tasks_can_also_score_the_query_entity_pairs(ws: Workspace):
-    """With ``compat_scores_query_pairs`` a compat task scores its own pairs plus the step's query->entity
-    pairs whose entity has a legacy embedding; without it, or alone, only its own."""
-    plain, reuse = _data(ws), _data(ws, replace(SMALL, compat_scores_query_pairs=True))
-    for compat, partner in (("compat-pin", "query-pin"), ("compat-product", "query-product")):
-        own, more, got = plain.sample(3)[compat], plain.sample(3)[partner], reuse.sample(3)[compat]
-        has_legacy = reuse.catalogues[partner.split("-")[1]].has_legacy
-        keep = has_legacy[more.pos_rows]
-        assert np.array_equal(got.pos_rows, np.concatenate([own.pos_rows, more.pos_rows[keep]]))
-        assert np.array_equal(got.query_rows, np.concatenate([own.query_rows, more.query_rows[keep]]))
-        assert np.array_equal(got.neg_rows, own.neg_rows) and has_legacy[got.pos_rows].all()
-    alone = _data(ws, replace(SMALL, tasks=("compat-pin",), compat_scores_query_pairs=True)).sample(3)["compat-pin"]
-    assert len(alone.pos_rows) == SMALL.batch_size
-
-
 def test_task_selection(ws: Workspace):
     no_products = replace(SMALL, product_actions=("teleport",))
     assert "query-product" not in _data(ws, no_products).tasks  # --tasks all: skipped, not an error

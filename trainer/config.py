@@ -117,12 +117,6 @@ class TrainConfig:
     #: and leave query-pin as it was, for 14% more time per step.
     task_shares: dict[str, float] = field(default_factory=lambda: {
         "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 2})
-    #: Compat tasks also score the step's query-pin / query-product pairs against the pins' /
-    #: products' frozen legacy embeddings (as the paper's compat towers score the pin and product
-    #: batches), on top of their own share. Jointly trained, compat otherwise sees 6/22 of the
-    #: pairs per step that a compat-only model sees (all of them), and falls behind it; the reused
-    #: pairs cost one more query-tower pass over them and no entity-tower work.
-    compat_scores_query_pairs: bool = False
     #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 256 of them query-pin.
     batch_size: int = 704
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after ~400 steps (1.3

@@ -50,8 +50,6 @@ TASK_CANDIDATES: dict[str, tuple[str, bool]] = {
     "compat-pin": ("pin", True),
     "compat-product": ("product", True),
 }
-#: The query->entity task whose pairs a compat task also scores (``TrainConfig.compat_scores_query_pairs``).
-COMPAT_PARTNER = {"compat-pin": "query-pin", "compat-product": "query-product"}
 _ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
     "pin": (FEATURE_PINS, PINS),
     "product": (FEATURE_PRODUCTS, PRODUCTS),
@@ -242,9 +240,6 @@ class TrainingData:
     #: A frozen transformer query tower's pooled output for every query row, computed once
     #: (:meth:`pool_queries`); then batches carry these instead of tokens.
     query_pooled: torch.Tensor | None = None
-    #: Compat tasks also score the step's pairs of their query->entity partner (see
-    #: ``TrainConfig.compat_scores_query_pairs``).
-    compat_reuse: bool = False
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
@@ -285,13 +280,6 @@ class TrainingData:
             rng = np.random.default_rng((self.seed, i, step, rank, 1))
             neg = task.negative_pool[rng.integers(0, len(task.negative_pool), task.batch_size * self.num_negatives)]
             out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg)
-        if self.compat_reuse:
-            for name, partner in COMPAT_PARTNER.items():
-                if name in out and partner in out:
-                    own, more = out[name], out[partner]
-                    keep = self.catalogues[self.tasks[name].candidate].has_legacy[more.pos_rows]
-                    out[name] = TaskSample(np.concatenate([own.query_rows, more.query_rows[keep]]),
-                                           np.concatenate([own.pos_rows, more.pos_rows[keep]]), own.neg_rows)
         return out
 
     def batch(self, samples: dict[str, TaskSample],
@@ -479,8 +467,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     if not fields and not layout:
         raise OmniError("entity_fields is empty and no catalogue has legacy_embedding values: the entity tower "
                         "would read nothing")
-    return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
-                        compat_reuse=cfg.compat_scores_query_pairs)
+    return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives)
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
