@@ -13,6 +13,7 @@ import pytest
 
 from omnisearchsage.atomic import write_json
 from omnisearchsage.contract import ENGAGEMENTS, PINS, PRODUCTS, TRUTH_PINS, TRUTH_QUERIES, Workspace
+from omnisearchsage.features.text import normalize
 from omnisearchsage.retrieval.config import EvalConfig
 from omnisearchsage.retrieval.evaluate import EmbeddingModel, evaluate, load_heldout
 from omnisearchsage.retrieval.report import write_report
@@ -111,7 +112,8 @@ def test_relevance_set_is_the_on_topic_part_of_the_test_pins(random_eval, tiny_w
     rel = ev.heldout.filter(pl.col("action") == "relevance")
     engaged = ev.heldout.filter((pl.col("entity_type") == "pin") & (pl.col("action") != "relevance"))
     assert 0 < len(rel) < engaged.unique(["query", "entity_id"]).height  # noise engagements are left out
-    truth_q = pl.read_parquet(tiny_ws.path(TRUTH_QUERIES)).with_columns(pl.col("query").str.to_lowercase())
+    truth_q = pl.read_parquet(tiny_ws.path(TRUTH_QUERIES))
+    truth_q = truth_q.with_columns(query=pl.Series([normalize(q) for q in truth_q["query"]])).unique("query")
     truth_p = pl.read_parquet(tiny_ws.path(TRUTH_PINS))
     checked = rel.join(truth_q, on="query").join(truth_p, left_on="entity_id", right_on="pin_id", suffix="_pin")
     assert len(checked) == len(rel) and (checked["topic"] == checked["topic_pin"]).all()
