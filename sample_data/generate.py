@@ -18,8 +18,9 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   ==================  =====================================================================
   channel             reveals
   ==================  =====================================================================
-  legacy embedding    topic and the visual attributes well, the concept weakly, the other
-                      attributes hardly at all (like PinSage / ItemSage)
+  legacy embedding    topic and the visual attributes well, the concept through a short
+                      offset (and through the colours and patterns of its few image files),
+                      the other attributes hardly at all (like PinSage / ItemSage)
   title/description   ~70% of pins: the concept (synonyms, typos, words of other topics) and
                       each attribute with some probability, sometimes a wrong value
   image (captions)    topic (shape + background), concept (frame colour), colour and pattern;
