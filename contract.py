@@ -149,13 +149,15 @@ REQUIRED_RAW = ("engagements",)
 
 # ---------------------------------------------------------------- generator ground truth
 # What the synthetic world generator knows (WS/truth/); for measuring, never read by training.
-# ``image_words``: the topic/concept/colour/shape words drawn in the entity's image.
+# ``image_words``: the colour/pattern/shape/background/topic/concept words drawn in the entity's
+# image; ``attributes``: the entity's attribute values (a query's: those it asks for) as
+# ``kind=value``, e.g. ``material=wood``.
 def _truth_table(kind: str, id_col: str) -> TableSchema:
     return TableSchema(
         f"truth_{kind}",
         f"truth/{kind}.parquet",
         (Column(id_col, Str), Column("topic", Str), Column("concept", Str),
-         Column("image_words", StrList), Column("image_description", Str)),
+         Column("image_words", StrList), Column("image_description", Str), Column("attributes", StrList, True)),
         key=(id_col,),
     )
 
@@ -165,7 +167,8 @@ TRUTH_PRODUCTS = _truth_table("products", "product_id")
 TRUTH_QUERIES = TableSchema(
     "truth_queries",
     "truth/queries.parquet",
-    (Column("query", Str), Column("topic", Str), Column("concept", Str), Column("lang", Str)),
+    (Column("query", Str), Column("topic", Str), Column("concept", Str), Column("lang", Str),
+     Column("attributes", StrList, True)),
     key=("query",),
 )
 

@@ -166,7 +166,9 @@ def test_short_run_lowers_the_loss_and_writes_the_run(ws: Workspace, trained: Pa
     with torch.no_grad():
         before = _objective(ws, SMALL, data)(batch)[0].item()
         after = _objective(ws, SMALL, data, trained)(batch)[0].item()
-    assert after < 0.8 * before
+    # 20 steps on the tiny world: ~15% lower (the v2 world's attribute preferences take longer to learn
+    # than its topics); an untrained or broken model stays within a few percent.
+    assert after < 0.9 * before
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["steps"] == 20 and set(summary["final_loss"]) >= {"query-pin", "compat-product", "total"}
     assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step-0000010", "step-0000020"]
