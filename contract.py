@@ -149,13 +149,15 @@ REQUIRED_RAW = ("engagements",)
 
 # ---------------------------------------------------------------- generator ground truth
 # What the synthetic world generator knows (WS/truth/); for measuring, never read by training.
-# ``image_words``: the topic/concept/colour/shape words drawn in the entity's image.
+# ``image_words``: the colour/pattern/shape/background/topic/concept words drawn in the entity's
+# image; ``attributes``: the entity's attribute values (a query's: those it asks for) as
+# ``kind=value``, e.g. ``material=wood``.
 def _truth_table(kind: str, id_col: str) -> TableSchema:
     return TableSchema(
         f"truth_{kind}",
         f"truth/{kind}.parquet",
         (Column(id_col, Str), Column("topic", Str), Column("concept", Str),
-         Column("image_words", StrList), Column("image_description", Str)),
+         Column("image_words", StrList), Column("image_description", Str), Column("attributes", StrList, True)),
         key=(id_col,),
     )
 
@@ -165,7 +167,8 @@ TRUTH_PRODUCTS = _truth_table("products", "product_id")
 TRUTH_QUERIES = TableSchema(
     "truth_queries",
     "truth/queries.parquet",
-    (Column("query", Str), Column("topic", Str), Column("concept", Str), Column("lang", Str)),
+    (Column("query", Str), Column("topic", Str), Column("concept", Str), Column("lang", Str),
+     Column("attributes", StrList, True)),
     key=("query",),
 )
 
@@ -384,6 +387,8 @@ class ExportLayout:
     WEIGHTS = "model.safetensors"
     FEATURIZER = "featurizer"
     HF = "hf"
+    #: ``omni export --onnx``: the query encoder as ONNX, inside ``query_encoder/``.
+    QUERY_ONNX = "query_encoder.onnx"
     #: Embedding files per entity type, under ``embeddings/``.
     EMBEDDING_FILES = {"pin": "pins.parquet", "product": "products.parquet", "query": "queries.parquet"}
 
@@ -410,6 +415,11 @@ class ExportLayout:
         if entity_type not in self.EMBEDDING_FILES:
             raise OmniError(f"unknown entity type {entity_type!r}; choose one of {', '.join(self.EMBEDDING_FILES)}")
         return self.embeddings_dir / self.EMBEDDING_FILES[entity_type]
+
+    def embedding_part(self, entity_type: str, shard: int, num_shards: int) -> Path:
+        """One shard of a sharded embedding job (``omni embed``): the entity type's embeddings are then a
+        folder of ``part-I-of-N.parquet`` files, read as one dataset in shard order."""
+        return self.embeddings(entity_type) / f"part-{shard:05d}-of-{num_shards:05d}.parquet"
 
     def read_manifest(self) -> dict[str, Any]:
         """The export's manifest; the one reader every stage uses."""

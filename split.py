@@ -9,7 +9,8 @@ pairs only see events before it; evaluation pairs come from the test window only
 The split is decided once per workspace and recorded in ``raw/split.json``: by the importer
 (which places its pairs by it), else by the first stage that needs it, anchored at the last
 engagement. Every later stage reads the record, so enrichment, features, training and evaluation
-can never use different splits. Asking for another split is an error that says what to do; logs
+can never use different splits. Events in the future or far beyond the rest of the log are
+ignored when the split is placed (:mod:`~omnisearchsage.quality`), so outliers cannot move it. Asking for another split is an error that says what to do; logs
 appended later stay outside the recorded windows, with a warning.
 """
 from __future__ import annotations
@@ -20,12 +21,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
-
 from omnisearchsage.atomic import write_json
 from omnisearchsage.contract import ENGAGEMENTS, Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.sql import sql_string
+from omnisearchsage.quality import engagement_anchor
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,10 @@ class TimeSplit:
         """The workspace's split: the recorded one, else placed now (test window ending just after
         the last engagement) and recorded. ``cfg``: the sizes a caller asks for; None accepts the
         recorded ones, and a different request is an error rather than a silent second split."""
-        last = last_engagement(ws)
+        if not ws.has(ENGAGEMENTS):
+            raise OmniError(f"{ws.path(ENGAGEMENTS)}: missing (needed to place the time split)")
+        anchor = engagement_anchor(ws)
+        last = anchor.last
         if ws.split_file.exists():
             record = _read_record(ws)
             recorded_cfg = SplitConfig(**record["config"])
@@ -82,29 +84,19 @@ class TimeSplit:
             return split
         cfg = cfg or SplitConfig()
         split = cls.from_test_end(last + timedelta(microseconds=1), cfg)
-        split.record(ws, cfg)
-        log.info("placed the time split (cutoff %s, test [%s, %s)) and recorded it in %s",
-                 split.cutoff, split.test_start, split.test_end, ws.split_file)
+        split.record(ws, cfg, last)
+        log.info("placed the time split (%s): train [%s, %s), test [%s, %s); recorded in %s", anchor.describe(),
+                 *(f"{t:%Y-%m-%d}" for t in (split.train_start, split.train_end, split.test_start, split.test_end)),
+                 ws.split_file)
         return split
 
-    def record(self, ws: Workspace, cfg: SplitConfig) -> None:
-        """Write ``raw/split.json``: the sizes, the boundaries and the last engagement they were placed on."""
+    def record(self, ws: Workspace, cfg: SplitConfig, last_engagement: datetime) -> None:
+        """Write ``raw/split.json``: the sizes, the boundaries and the engagement they were anchored at."""
         write_json({"config": asdict(cfg), "split": self.to_json(),
-                    "last_engagement": last_engagement(ws).isoformat()}, ws.split_file)
+                    "last_engagement": last_engagement.isoformat()}, ws.split_file)
 
     def to_json(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in asdict(self).items()}
-
-
-def last_engagement(ws: Workspace) -> datetime:
-    """The newest engagement timestamp: the anchor of a placed split and the check of a recorded one."""
-    path = ws.path(ENGAGEMENTS)
-    if not path.exists():
-        raise OmniError(f"{path}: missing (needed to place the time split)")
-    last = duckdb.sql(f"SELECT max(ts) FROM read_parquet({sql_string(path)})").fetchall()[0][0]
-    if last is None:
-        raise OmniError(f"{path}: no engagements, cannot place the time split")
-    return last
 
 
 def _read_record(ws: Workspace) -> dict[str, Any]:

@@ -6,11 +6,15 @@ the column and up to three offending rows (0-based row numbers in the Parquet fi
 
     raw/pins.parquet: column pin_id: 2 rows with duplicate values (1 distinct), e.g. rows 3, 17 ("p1")
 
-Checks: missing file, unreadable Parquet, missing required column, wrong type (types that cast
-losslessly, such as large_string for string or float64 for a float32 list, are fine; an integer
-where a string is expected is not), null or duplicate keys, engagement entity types outside
-``pin/product/query``, legacy embeddings of inconsistent length, and references: engagement
-pin/product ids and board_pins ids that do not exist.
+Checks: missing file, a path that is not a regular file (a directory, a FIFO, a device: read
+as Parquet these hang or fail obscurely), unreadable Parquet (a bad footer, or a page that
+fails to decode: every column is read once), missing required column, wrong type (types that
+cast losslessly, such as large_string for string or float64 for a float32 list, are fine; an
+integer where a string is expected is not, nor a string or integer ``ts``: timestamps must be
+Parquet timestamps, naive UTC or time-zone aware, which is converted to naive UTC), text that
+is not valid UTF-8, null or duplicate keys, engagement entity types outside
+``pin/product/query``, legacy embeddings of inconsistent length or with NaN/infinite values,
+and references: engagement pin/product ids and board_pins ids that do not exist.
 
 The checks run in DuckDB over the Parquet files (anti-joins, aggregates), so they stream and
 scale to the large world (20M engagements) without loading a table into Python.
@@ -19,11 +23,15 @@ optional columns filled with nulls.
 """
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omnisearchsage import contract
@@ -135,6 +143,83 @@ def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:200]
 
 
+#: What ``stat`` calls the file kinds that are not regular files, for the message.
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` (symlinks followed) cannot be read as a file, or None for a regular file.
+
+    Checked before any reader opens it: a FIFO or ``/dev/zero`` would block or never end.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return f"not a regular file ({kind})"
+
+
+def _type_hint(actual: pl.DataType, expected: pl.DataType) -> str:
+    """What to do about a wrong type, where the fix is not obvious from the types alone."""
+    if isinstance(expected, pl.Datetime) and (actual == pl.Utf8 or actual.is_numeric()):
+        return ("; store a Parquet timestamp (naive UTC or time-zone aware), e.g. polars "
+                "str.to_datetime() for text or pl.from_epoch() for epoch seconds")
+    return ""
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype in (pl.Utf8, pl.Categorical) or (isinstance(dtype, pl.List) and _is_text(dtype.inner))
+
+
+def invalid_utf8_rows(path: Path, column: str, batch_rows: int = 65_536) -> tuple[int, list[int]]:
+    """Rows of ``column`` (text or list of text) whose bytes are not valid UTF-8: (count, first few).
+
+    Arrow reads Parquet text without checking its encoding, so each batch is checked with
+    Arrow's full validation; only a failing batch is scanned value by value to name the rows.
+    """
+    count, rows, start = 0, [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        arr = batch.column(0)
+        try:
+            arr.validate(full=True)
+        except pa.ArrowInvalid:
+            for i, value in enumerate(_raw_values(arr)):
+                if value is not None and not _valid_utf8(value):
+                    count += 1
+                    if len(rows) < MAX_EXAMPLES:
+                        rows.append(start + i)
+        start += len(arr)
+    return count, rows
+
+
+def _raw_values(arr: pa.Array) -> list[list[bytes] | bytes | None]:
+    """The values of a string (or list-of-string) array as bytes, without decoding them."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary.take(arr.indices)
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        flat = _raw_values(arr.flatten())
+        offsets = arr.offsets.to_numpy()
+        return [None if not arr[i].is_valid else flat[offsets[i]:offsets[i + 1]] for i in range(len(arr))]
+    binary = pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary()
+    return arr.view(binary).to_pylist()
+
+
+def _valid_utf8(value: bytes | list[bytes | None]) -> bool:
+    if isinstance(value, list):
+        return all(v is None or _valid_utf8(v) for v in value)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _Checker:
     """Collects problems of one validation run; each check appends one line per problem."""
 
@@ -152,8 +237,8 @@ class _Checker:
 
     def table(self, t: TableSchema) -> None:
         path = self.ws.path(t)
-        if not path.exists():
-            self.add(t, "missing")
+        if (why := not_regular(path)) is not None:
+            self.add(t, why)
             return
         try:
             schema = pl.read_parquet_schema(path)
@@ -166,10 +251,14 @@ class _Checker:
                 if not c.nullable:
                     self.add(t, "missing (required)", c.name)
             elif not compatible(schema[c.name], c.dtype):
-                self.add(t, f"type {schema[c.name]}, expected {c.dtype}", c.name)
+                self.add(t, f"type {schema[c.name]}, expected {c.dtype}{_type_hint(schema[c.name], c.dtype)}",
+                         c.name)
             else:
                 ok[c.name] = schema[c.name]
+        if not self._readable(t, ok):
+            return
         try:
+            self._non_finite(t, ok)
             self._nulls(t, ok)
             self._duplicates(t, ok)
             self._allowed(t, ok)
@@ -178,6 +267,41 @@ class _Checker:
             self.add(t, f"unreadable Parquet ({_short(e)})")
             return
         self.usable[t.name] = ok
+
+    def _readable(self, t: TableSchema, ok: dict[str, pl.DataType]) -> bool:
+        """Read every checked column once: a corrupt page or text that is not UTF-8 fails here,
+        not later in a stage's reader with a message naming neither file nor column."""
+        if not ok:
+            return True
+        try:
+            # hash() reads every value (count() would read only the validity of a text column).
+            self.con.execute("SELECT " + ", ".join(f"max(hash({sql_ident(c)}))" for c in ok) + f" FROM {_scan(self.ws, t)}")
+            return True
+        except duckdb.Error as e:
+            error = e
+        if "string encoding" in str(error).lower():
+            found = [(c, *invalid_utf8_rows(self.ws.path(t), c)) for c, dtype in ok.items() if _is_text(dtype)]
+            for c, n, rows in found:
+                if n:
+                    self.add(t, f"{n} rows with text that is not valid UTF-8, {_rows(rows)}", c)
+            if any(n for _, n, _ in found):
+                return False
+        # A corrupt page, or a bad encoding the row search cannot place: still one line, still refused.
+        self.add(t, f"unreadable Parquet ({_short(error)})")
+        return False
+
+    def _non_finite(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
+        """NaN or infinite values in float lists (embeddings): one poisons every loss they reach."""
+        for c in t.columns:
+            if c.name not in ok or not isinstance(c.dtype, pl.List) or not c.dtype.inner.is_float():
+                continue
+            col = sql_ident(c.name)
+            bad = self.con.execute(
+                f"SELECT file_row_number, count(*) OVER () FROM {_scan(self.ws, t)} "
+                f"WHERE list_bool_or(list_transform({col}, lambda x: isnan(x) OR isinf(x))) "
+                f"ORDER BY 1 LIMIT {MAX_EXAMPLES}").fetchall()
+            if bad:
+                self.add(t, f"{bad[0][1]} rows with NaN or infinite values, {_rows([b[0] for b in bad])}", c.name)
 
     def _nulls(self, t: TableSchema, ok: dict[str, pl.DataType]) -> None:
         cols = [c.name for c in t.columns if not c.nullable and c.name in ok]
@@ -310,13 +434,16 @@ def read_table(ws: Workspace, schema: TableSchema) -> pl.LazyFrame:
     Absent optional columns are filled with nulls; castable types are cast (large strings,
     Arrays, other datetime units; time zones are converted to naive UTC). Call
     :func:`validate_workspace` first for the full checks; this reader only refuses a missing
-    file or a missing required column.
+    or non-regular file, an unreadable footer or a missing required column.
     """
     path = ws.path(schema)
-    if not path.exists():
-        raise OmniError(f"{schema.relpath}: missing")
+    if (why := not_regular(path)) is not None:
+        raise OmniError(f"{schema.relpath}: {why}")
     lf = pl.scan_parquet(path)
-    present = lf.collect_schema()
+    try:
+        present = lf.collect_schema()
+    except Exception as e:  # any reader failure means the same to the user
+        raise OmniError(f"{schema.relpath}: unreadable Parquet ({_short(e)})") from e
     exprs = []
     for c in schema.columns:
         if c.name in present:

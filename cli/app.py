@@ -78,7 +78,7 @@ def _register() -> None:
     from omnisearchsage.cli.pipeline import pipeline
     from omnisearchsage.cli.sample import sample, validate
     from omnisearchsage.cli.serve import serve
-    from omnisearchsage.cli.train import export_cmd, train_cmd
+    from omnisearchsage.cli.train import embed_cmd, export_cmd, train_cmd
 
     app.command("pipeline")(pipeline)
     app.command("sample")(sample)
@@ -88,6 +88,7 @@ def _register() -> None:
     app.add_typer(features_app, name="features")
     app.command("train")(train_cmd)
     app.command("export")(export_cmd)
+    app.command("embed")(embed_cmd)
     app.command("eval")(eval_cmd)
     app.command("report")(report_cmd)
     app.command("serve")(serve)
@@ -113,3 +114,7 @@ def main() -> None:
         err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m omnisearchsage.cli.app` (e.g. under `torchrun -m`)
+    main()

@@ -14,6 +14,13 @@ from typing import Annotated, Any
 import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.engine import (
+    EnrichEngineOpt,
+    SparkConfOpt,
+    SparkDriverMemoryOpt,
+    SparkMasterOpt,
+    maybe_spark,
+)
 from omnisearchsage.cli.enrich_captions import echo_captions
 from omnisearchsage.cli.enrich_captions import register as register_captions
 from omnisearchsage.cli.enrich_visual import register as register_visual
@@ -65,9 +72,9 @@ WeightOpt = Annotated[
 ]
 UnknownWeightOpt = Annotated[float, typer.Option(help="Weight of actions no --weight or default names.")]
 TopKOpt = Annotated[int, typer.Option(help="Engaged queries kept per pin or product.")]
-MemoryOpt = Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")]
+MemoryOpt = Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it (duckdb engine).")]
 ThreadsOpt = Annotated[
-    int | None, typer.Option(help="DuckDB threads. Default: all cores.", show_default=False)
+    int | None, typer.Option(help="DuckDB threads (duckdb engine). Default: all cores.", show_default=False)
 ]
 
 
@@ -127,6 +134,10 @@ def boards(
     ] = BoardsConfig.prevalence_weight,
     memory_limit: MemoryOpt = BoardsConfig.memory_limit,
     threads: ThreadsOpt = None,
+    engine: EnrichEngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
+    spark_driver_memory: SparkDriverMemoryOpt = None,
 ) -> None:
     """Rank each pin's normalised board titles and keep the best (enrich/board_titles.parquet)."""
     cfg = BoardsConfig(
@@ -136,7 +147,14 @@ def boards(
         memory_limit=memory_limit,
         threads=threads,
     )
-    echo_boards(build_board_titles(workspace(workspace_dir), cfg))
+    ws = workspace(workspace_dir)
+    with maybe_spark(engine, "duckdb", spark_master, spark_conf, spark_driver_memory) as spark:
+        if spark is None:
+            echo_boards(build_board_titles(ws, cfg))
+        else:
+            from omnisearchsage.enrich.spark_jobs import build_board_titles_spark
+
+            echo_boards(build_board_titles_spark(ws, spark, cfg))
 
 
 @enrich_app.command("queries")
@@ -150,6 +168,10 @@ def queries(
     top_k: TopKOpt = QueriesConfig.top_k,
     memory_limit: MemoryOpt = QueriesConfig.memory_limit,
     threads: ThreadsOpt = None,
+    engine: EnrichEngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
+    spark_driver_memory: SparkDriverMemoryOpt = None,
 ) -> None:
     """Top engaged queries per pin and product over [cutoff - window, cutoff) (enrich/engaged_queries.parquet).
 
@@ -157,7 +179,14 @@ def queries(
     `--previous` run merges new logs into.
     """
     cfg = _queries_config(cutoff, window, weight, unknown_weight, top_k, memory_limit, threads)
-    echo_queries(build_engaged_queries(workspace(workspace_dir), cfg, previous))
+    ws = workspace(workspace_dir)
+    with maybe_spark(engine, "duckdb", spark_master, spark_conf, spark_driver_memory) as spark:
+        if spark is None:
+            echo_queries(build_engaged_queries(ws, cfg, previous))
+        else:
+            from omnisearchsage.enrich.spark_jobs import build_engaged_queries_spark
+
+            echo_queries(build_engaged_queries_spark(ws, spark, cfg, previous))
 
 
 @enrich_app.command("all")

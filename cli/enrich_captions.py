@@ -15,6 +15,7 @@ import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
 from omnisearchsage.cli.image_stage import (
+    MaxBytesOpt,
     MaxPixelsOpt,
     PrecisionOpt,
     ShardSizeOpt,
@@ -53,6 +54,7 @@ def captions(
     workers: WorkersOpt = CaptionConfig.num_workers,
     shard_size: ShardSizeOpt = CaptionConfig.shard_size,
     max_image_pixels: MaxPixelsOpt = CaptionConfig.max_image_pixels,
+    max_image_bytes: MaxBytesOpt = CaptionConfig.max_image_bytes,
 ) -> None:
     """Caption every pin and product image with BLIP (enrich/captions.parquet, enrich/caption_errors.parquet).
 
@@ -73,6 +75,7 @@ def captions(
         num_workers=workers,
         shard_size=shard_size,
         max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
     )
     stats = caption_workspace(workspace(workspace_dir), cfg)
     if process_state().is_main_process:  # under a multi-process launch, one report

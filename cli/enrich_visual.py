@@ -13,6 +13,7 @@ import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
 from omnisearchsage.cli.image_stage import (
+    MaxBytesOpt,
     MaxPixelsOpt,
     PrecisionOpt,
     ShardSizeOpt,
@@ -45,6 +46,7 @@ def visual(
     workers: WorkersOpt = VisualConfig.num_workers,
     shard_size: ShardSizeOpt = VisualConfig.shard_size,
     max_image_pixels: MaxPixelsOpt = VisualConfig.max_image_pixels,
+    max_image_bytes: MaxBytesOpt = VisualConfig.max_image_bytes,
 ) -> None:
     """Embed every pin and product image (enrich/visual_embeddings.parquet, enrich/visual_errors.parquet).
 
@@ -64,6 +66,7 @@ def visual(
         num_workers=workers,
         shard_size=shard_size,
         max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
     )
     stats = embed_workspace(workspace(workspace_dir), cfg)
     if process_state().is_main_process:  # under a multi-process launch, one report

@@ -1,6 +1,7 @@
 """``omni features``: vocabularies and per-entity token-id tables."""
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 import typer
@@ -8,6 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.engine import (
+    SparkConfOpt,
+    SparkDriverMemoryOpt,
+    SparkMasterOpt,
+    VocabEngineOpt,
+    maybe_spark,
+)
 from omnisearchsage.contract import VOCAB_KINDS
 from omnisearchsage.features.build import build_features
 from omnisearchsage.features.config import FeatureConfig
@@ -53,6 +61,10 @@ def build(
     ] = ",".join(_D.product_fields),
     batch_rows: Annotated[int, typer.Option(help="Texts per tokenisation batch (bounds peak memory).")]
     = _D.batch_rows,
+    engine: VocabEngineOpt = "polars",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
+    spark_driver_memory: SparkDriverMemoryOpt = None,
 ) -> None:
     """Count vocabularies over the training window and write the token-id tables (WS/features/).
 
@@ -76,7 +88,13 @@ def build(
         batch_rows=batch_rows,
     )
     ws = workspace(workspace_dir)
-    echo_manifest(build_features(ws, cfg))
+    with maybe_spark(engine, "polars", spark_master, spark_conf, spark_driver_memory) as spark:
+        counter = None
+        if spark is not None:
+            from omnisearchsage.features.spark_vocab import count_tokens_spark
+
+            counter = functools.partial(count_tokens_spark, spark)
+        echo_manifest(build_features(ws, cfg, counter))
     typer.echo(f"wrote {ws.features}")
 
 

@@ -18,6 +18,9 @@ ShardSizeOpt = Annotated[int, typer.Option(help="Images per results shard: the m
 MaxPixelsOpt = Annotated[
     int, typer.Option(help="Larger images are recorded as errors (decompression-bomb guard).")
 ]
+MaxBytesOpt = Annotated[
+    int, typer.Option(help="Larger image files are recorded as errors, never read (bytes).")
+]
 
 
 def echo_image_stage(stats: dict[str, Any], title: str, done_key: str, errors_file: str) -> None:

@@ -54,7 +54,11 @@ def train_cmd(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and dropout.")] = _D.seed,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = _D.checkpoint_every,
+    checkpoint_minutes: Annotated[float, typer.Option(
+        help="Minutes of training between checkpoints (0: none by time); there is always one at the end and "
+             "one on Ctrl-C/SIGTERM.")] = _D.checkpoint_minutes,
+    checkpoint_every: Annotated[int, typer.Option(
+        help="Also a checkpoint every this many steps (0: by time only).")] = _D.checkpoint_every,
     threads: Annotated[int, typer.Option(
         help="Torch threads when training on CPU (0: torch's default). More threads help on an idle machine "
              "and slow steps down many-fold when other processes share the cores.")] = _D.cpu_threads or 0,
@@ -64,7 +68,7 @@ def train_cmd(
     Reads features/ (run `omni features build` first), raw engagements of the training window,
     legacy embeddings and, when present, the visual embeddings of `omni enrich visual`. Writes
     config.json, metrics.jsonl, checkpoints/ and summary.json.
-    Ctrl-C saves a checkpoint; --resume continues from it.
+    Ctrl-C or SIGTERM saves a checkpoint after the step in flight; --resume continues from the last one.
     """
     from omnisearchsage.trainer.loop import read_summary, train
 
@@ -72,7 +76,7 @@ def train_cmd(
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets)
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
+                  seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
     table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "
@@ -90,15 +94,54 @@ def train_cmd(
 def export_cmd(
     run: Annotated[str, typer.Argument(help="Run name under WS/runs/.")],
     workspace_dir: WorkspaceOpt = None,
+    onnx: Annotated[
+        bool, typer.Option(help="Also write the query encoder as ONNX (export/query_encoder/query_encoder.onnx).")
+    ] = False,
+    embeddings: Annotated[
+        bool, typer.Option(help="Embed the catalogue here, in one process; --no-embeddings leaves it to "
+                                "`omni embed` (N processes).")
+    ] = True,
 ) -> None:
     """Export run RUN's encoders (safetensors + JSON) and catalogue embeddings (WS/runs/RUN/export/).
 
-    Loadable without the trainer: omnisearchsage.model.io.load_query_encoder / load_embeddings.
+    Loadable without the trainer: omnisearchsage.model.io.load_query_encoder / load_embeddings; with --onnx,
+    the query encoder also runs on onnxruntime (omnisearchsage.model.onnx.OnnxQueryEncoder).
     """
     from omnisearchsage.trainer.export import export_run
 
-    out = export_run(workspace(workspace_dir), run)
+    out = export_run(workspace(workspace_dir), run, embeddings=embeddings)
+    if onnx:
+        from omnisearchsage.model.onnx import export_query_onnx
+
+        typer.echo(f"wrote {export_query_onnx(out)}")
     manifest = ExportLayout(out).read_manifest()
     typer.echo(f"model {manifest['model_version']}: dim {manifest['dim']}, "
-               f"embeddings of {', '.join(manifest['entity_types'])}")
+               f"embeddings of {', '.join(manifest['entity_types'])}" + ("" if embeddings else " (to do: omni embed)"))
     typer.echo(f"wrote {out}")
+
+
+def embed_cmd(
+    run: Annotated[str, typer.Argument(help="Run name under WS/runs/ (exported with --no-embeddings).")],
+    shard: Annotated[str | None, typer.Option(help="I/N: embed shard I of N (default: $RANK/$WORLD_SIZE as "
+                                                   "torchrun sets them, else 0/1).")] = None,
+    workspace_dir: WorkspaceOpt = None,
+) -> None:
+    """Embed the catalogue with RUN's exported encoders as a batch job: one slice per process.
+
+    Run N processes with `torchrun --nproc-per-node N -m omnisearchsage.cli.app embed RUN` (or a scheduler's
+    array job with --shard I/N); each writes embeddings/<type>.parquet/part-I-of-N.parquet, and eval and
+    serving read the parts as one dataset.
+    """
+    import os
+
+    from omnisearchsage.trainer.export import embed_catalogue
+
+    if shard is None:
+        index, total = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    else:
+        try:
+            index, total = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise typer.BadParameter(f"{shard!r} is not I/N, e.g. 0/4", param_hint="--shard") from None
+    for path in embed_catalogue(workspace(workspace_dir), run, index, total):
+        typer.echo(f"wrote {path}")

@@ -159,6 +159,7 @@ def caption_workspace(ws: Workspace, cfg: CaptionConfig) -> dict[str, Any]:
         "num_beams": cfg.num_beams,
         "dtype": str(dtype),
         "max_image_pixels": cfg.max_image_pixels,
+        "max_image_bytes": cfg.max_image_bytes,
     }
 
     def run_model(pixel_values: torch.Tensor) -> list[tuple[str | None, str | None]]:

@@ -134,6 +134,8 @@ class CaptionConfig:
     prefetch_batches: int = 2  # batches each worker decodes ahead
     shard_size: int = 512  # images per results shard
     max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
+    #: Bytes read per image at most: a larger file becomes an error row, never a huge read.
+    max_image_bytes: int = 64 * 2**20
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
     def __post_init__(self) -> None:
@@ -141,6 +143,7 @@ class CaptionConfig:
             "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
             "prefetch_batches": self.prefetch_batches, "shard_size": self.shard_size,
             "max_image_pixels": self.max_image_pixels, "hash_threads": self.hash_threads,
+            "max_image_bytes": self.max_image_bytes,
         })
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OmniError(
@@ -172,13 +175,15 @@ class VisualConfig:
     prefetch_batches: int = 2  # batches each worker decodes ahead
     shard_size: int = 1024  # images per results shard
     max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
+    #: Bytes read per image at most: a larger file becomes an error row, never a huge read.
+    max_image_bytes: int = 64 * 2**20
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
     def __post_init__(self) -> None:
         _check_image_run("visual", self.precision, self.num_workers, {
             "batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
             "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
-            "hash_threads": self.hash_threads,
+            "max_image_bytes": self.max_image_bytes, "hash_threads": self.hash_threads,
         })
 
 

@@ -9,6 +9,7 @@ so SQL can never drift from what the features stage and the server do.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from omnisearchsage.atomic import atomic_path
+from omnisearchsage.atomic import atomic_path, sweep_stale
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.text import normalize
 from omnisearchsage.sql import sql_string
@@ -31,10 +32,12 @@ def connect(scratch_parent: Path, memory_limit: str, threads: int | None) -> Ite
 
     The spill folder lives under ``scratch_parent`` (the workspace, whose disk
     holds the outputs anyway) rather than DuckDB's default ``.tmp`` in the
-    current directory, and is removed afterwards.
+    current directory, and is removed afterwards. It is named with this process's id, so the
+    next run removes the folder a killed run left (:func:`~omnisearchsage.atomic.sweep_stale`).
     """
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".duckdb-", dir=scratch_parent) as spill:
+    sweep_stale(scratch_parent)
+    with tempfile.TemporaryDirectory(prefix=f".duckdb-{os.getpid()}-", dir=scratch_parent) as spill:
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
             "temp_directory": spill,

@@ -364,7 +364,7 @@ def _topic_hits(ws: Workspace, pin_ids: list[str], captions: list[str], baseline
     """How often the held-out captions name the image's true words (synthetic world only).
 
     ``WS/truth/pins.parquet`` (written by the sample generator, absent on real data)
-    holds each pin's ``topic`` and ``image_words`` (fill colour, shape, background,
+    holds each pin's ``topic`` and ``image_words`` (fill colour, pattern, shape, background,
     topic and concept words). Reported: the share of captions naming every word of
     the topic, the mean share of image words named, and the same for the baseline.
     """

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import PINS, PRODUCTS, TableSchema, Workspace
-from omnisearchsage.enrich.images import load_rgb, sha256_file
+from omnisearchsage.enrich.images import UnreadableImage, load_rgb, sha256_file
 from omnisearchsage.errors import OmniError
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.validate import read_table, validate_workspace
@@ -74,6 +74,7 @@ class ImageRunSettings(Protocol):
     prefetch_batches: int
     shard_size: int
     max_image_pixels: int
+    max_image_bytes: int
     hash_threads: int
 
 
@@ -153,17 +154,19 @@ def image_entities(ws: Workspace) -> pl.DataFrame:
     return pl.concat(frames).collect()
 
 
-def plan_images(ws: Workspace, hash_threads: int) -> pl.DataFrame:
+def plan_images(ws: Workspace, hash_threads: int, max_bytes: int) -> pl.DataFrame:
     """Entities joined to the SHA-256 of their image file (hashed once per distinct path)."""
     entities = image_entities(ws)
     paths = entities.get_column("image_path").unique().sort().to_list()
 
     def digest(rel: str) -> tuple[str, str | None, str | None]:
         try:
-            return rel, sha256_file(ws.root / rel), None
+            return rel, sha256_file(ws.root / rel, max_bytes), None
         except FileNotFoundError:
             return rel, None, "missing file"
-        except OSError as e:  # a directory, no permission, an I/O error
+        except UnreadableImage as e:  # a directory, a FIFO, a device, too large
+            return rel, None, f"unreadable file: {e}"
+        except OSError as e:  # no permission, an I/O error
             return rel, None, f"unreadable file: {type(e).__name__}: {e.strerror or e}"
 
     rows: list[tuple[str, str | None, str | None]] = []
@@ -278,15 +281,16 @@ class ShardWriter:
 class _ImageFiles(Dataset):
     """Decodes one image per item; a bad file yields its error instead of raising."""
 
-    def __init__(self, items: Sequence[tuple[str, str]], max_pixels: int, draft_size: int | None) -> None:
-        self.items, self.max_pixels, self.draft_size = list(items), max_pixels, draft_size
+    def __init__(self, items: Sequence[tuple[str, str]], max_pixels: int, draft_size: int | None,
+                 max_bytes: int) -> None:
+        self.items, self.max_pixels, self.draft_size, self.max_bytes = list(items), max_pixels, draft_size, max_bytes
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[str, Image.Image | None, str | None]:
         sha, path = self.items[i]
-        loaded = load_rgb(path, self.max_pixels, self.draft_size)
+        loaded = load_rgb(path, self.max_pixels, self.draft_size, self.max_bytes)
         return sha, loaded.image, loaded.error
 
 
@@ -331,7 +335,8 @@ def decode_batches(
     cfg: ImageRunSettings,
 ) -> Iterator[Batch]:
     """Batches of preprocessed images for ``items`` (sha256, path relative to ``root``)."""
-    files = _ImageFiles([(sha, str(root / rel)) for sha, rel in items], cfg.max_image_pixels, draft_size)
+    files = _ImageFiles([(sha, str(root / rel)) for sha, rel in items], cfg.max_image_pixels, draft_size,
+                         cfg.max_image_bytes)
     yield from DataLoader(
         files,
         batch_size=cfg.batch_size,
@@ -398,7 +403,7 @@ def run_image_stage(
     if state.is_main_process:
         if work.prepare(settings):
             log.info("resuming: reusing finished results in %s", work.root)
-        write_parquet(plan_images(ws, cfg.hash_threads), work.plan)
+        write_parquet(plan_images(ws, cfg.hash_threads, cfg.max_image_bytes), work.plan)
     state.wait_for_everyone()
 
     plan = pl.read_parquet(work.plan)

@@ -14,17 +14,24 @@ orientation is applied, and an animation contributes its first frame.
 
 :func:`sha256_file` keys images by content, so an image shared by several pins
 or products is captioned once.
+
+Both read only regular files of at most ``max_bytes`` (:func:`open_image_file`): a path that
+is a FIFO would block forever, a symlink to ``/dev/zero`` would never end, and a multi-gigabyte
+file is not a catalogue image; each becomes an error row instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from omnisearchsage.validate import not_regular
 
 #: Background that transparent pixels are composited onto.
 _BACKGROUND = (255, 255, 255)
@@ -44,13 +51,42 @@ class ImageLoad(NamedTuple):
         return self.error is None
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (streamed, so large files cost no memory)."""
-    with open(path, "rb") as f:
+class UnreadableImage(OSError):
+    """A path that is not a regular file, or one larger than the read limit; ``str()`` says which."""
+
+
+def open_image_file(path: str | os.PathLike[str], max_bytes: int) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``.
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO never blocks the open
+    and a path swapped between a check and the read cannot slip through. Raises
+    :class:`FileNotFoundError` or :class:`UnreadableImage`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise UnreadableImage("not a regular file (a directory)") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableImage(not_regular(Path(path)) or "not a regular file")
+        if info.st_size > max_bytes:
+            raise UnreadableImage(f"too large: {info.st_size} bytes, the limit is {max_bytes}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str], max_bytes: int) -> str:
+    """Hex SHA-256 of a regular file's bytes (streamed, so large files cost no memory)."""
+    with open_image_file(path, max_bytes) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_rgb(path: str | os.PathLike[str], max_pixels: int, draft_size: int | None = None) -> ImageLoad:
+def load_rgb(path: str | os.PathLike[str], max_pixels: int, draft_size: int | None = None,
+             max_bytes: int = 64 * 2**20) -> ImageLoad:
     """Decode ``path`` into an upright 8-bit RGB image, or say why it cannot be.
 
     ``max_pixels`` guards against decompression bombs: the pixel count is read
@@ -60,12 +96,26 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int, draft_size: int | No
     ``draft_size`` lets JPEG decode at a reduced scale (DCT scaling) when the
     model only needs a small image, which makes decoding large photos several
     times cheaper; the result is never smaller than ``draft_size`` on either side.
+    Only a regular file of at most ``max_bytes`` is read (see :func:`open_image_file`).
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            return ImageLoad(None, "empty file (0 bytes)")
-        with Image.open(path) as im:
+        with open_image_file(path, max_bytes) as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return ImageLoad(None, "empty file (0 bytes)")
+            return _decode(f, max_pixels, draft_size)
+    except FileNotFoundError:
+        return ImageLoad(None, "missing file")
+    except UnreadableImage as e:
+        return ImageLoad(None, f"unreadable file: {e}")
+    except OSError as e:  # no permission, an I/O error
+        return ImageLoad(None, f"unreadable file: {type(e).__name__}: {e.strerror or e}")
+
+
+def _decode(f: BinaryIO, max_pixels: int, draft_size: int | None) -> ImageLoad:
+    """Decode an open image file (see :func:`load_rgb`)."""
+    try:
+        with Image.open(f) as im:
             width, height = im.size
             if width * height > max_pixels:
                 return ImageLoad(
@@ -76,10 +126,6 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int, draft_size: int | No
             # Frame 0 is current after open, so an animation contributes its first frame.
             im.load()
             return ImageLoad(_to_rgb(ImageOps.exif_transpose(im)), None)
-    except FileNotFoundError:
-        return ImageLoad(None, "missing file")
-    except IsADirectoryError:
-        return ImageLoad(None, "not a file (a directory)")
     except UnidentifiedImageError:
         return ImageLoad(None, "not an image (unrecognised format)")
     except Image.DecompressionBombError as e:

@@ -235,6 +235,7 @@ def embed_workspace(ws: Workspace, cfg: VisualConfig) -> dict[str, Any]:
         "model": backbone.fingerprint,
         "dtype": str(dtype),
         "max_image_pixels": cfg.max_image_pixels,
+        "max_image_bytes": cfg.max_image_bytes,
     }
 
     def run_model(pixel_values: torch.Tensor) -> list[tuple[list[float], None]]:

@@ -60,7 +60,7 @@ from omnisearchsage.features.text import normalize
 from omnisearchsage.model.io import load_embeddings, load_query_encoder
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
-from omnisearchsage.validate import read_table
+from omnisearchsage.validate import read_table, validate_workspace
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ class Evaluation:
 
     def __init__(self, ws: Workspace, model: EmbeddingModel, cfg: EvalConfig) -> None:
         self.ws, self.model, self.cfg = ws, model, cfg
+        validate_workspace(ws)  # the raw tables evaluation reads: one line per problem, not a reader's exception
         self.split = TimeSplit.for_workspace(ws)
         heldout = load_heldout(ws, self.split)
         self.heldout = pl.concat([heldout, relevance_pairs(ws, heldout)])

@@ -128,12 +128,13 @@ def rank_metric_exprs(rank_col: str, ks: Sequence[int], prefix: str = "") -> lis
 
 # ---------------------------------------------------------------- graded relevance (CrowdFlower)
 def query_recall_at_k(top_is_positive: np.ndarray, n_positives: np.ndarray, k: int) -> np.ndarray:
-    """Per query: |top-k ∩ positives| / min(k, |positives|) (queries need >= 1 positive).
+    """Per query: |top-k ∩ positives| / min(k, |positives|); NaN for a query without positives.
 
     ``top_is_positive`` is bool [queries, depth >= k]: whether the i-th ranked item is a positive.
     """
     hits = top_is_positive[:, :k].sum(axis=1)
-    return hits / np.minimum(k, n_positives)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_positives > 0, hits / np.minimum(k, n_positives), np.nan)
 
 
 def ndcg_at_k(top_gains: np.ndarray, ideal_gains: np.ndarray, k: int) -> np.ndarray:
@@ -175,3 +176,24 @@ def bootstrap_ci(
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def paired_bootstrap_diff(
+    numerators_a: np.ndarray,
+    numerators_b: np.ndarray,
+    denominators: np.ndarray,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> tuple[float, float, float]:
+    """Difference a − b of sum(num)/sum(den) over the same queries, and its paired percentile interval.
+
+    Both systems are scored on each resample of the *same* queries, so the interval reflects
+    how consistently one beats the other, not the spread of either alone (which is what two
+    separate intervals would show). With a shared denominator, the resampled difference is
+    the resampled ratio of the per-query differences: :func:`bootstrap_ci` on ``a − b``.
+    """
+    diff = np.asarray(numerators_a, dtype=np.float64) - np.asarray(numerators_b, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    lo, hi = bootstrap_ci(diff, den, samples, confidence, seed)
+    return float(diff.sum() / max(den.sum(), 1e-12)), lo, hi

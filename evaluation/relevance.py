@@ -32,6 +32,7 @@ from omnisearchsage.atomic import atomic_path
 from omnisearchsage.contract import RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.baselines import baseline_scorer
+from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, Evaluation, legacy_candidates
 from omnisearchsage.evaluation.metrics import bootstrap_ci, ndcg_at_k, query_recall_at_k
 from omnisearchsage.evaluation.paper import RELEVANCE_REFERENCES
@@ -55,26 +56,28 @@ def relevance_meta(ws: Workspace) -> dict[str, Any]:
 def test_labels(ws: Workspace, product_ids: np.ndarray) -> tuple[pl.DataFrame, list[str], list[str]]:
     """Test-split labels with ``qrow``, ``col`` and ``gain``; the normalised and raw test queries.
 
-    Only queries with at least one positive are kept (the README's query set).
+    One row per *raw* test query: those with a positive count in the pair and query recalls,
+    every one with a graded label above the lowest in nDCG (the README averages it over
+    queries with ideal DCG > 0, positive or not). Two raw queries that normalise alike
+    ("Red Shoes", "red shoes") stay two test queries with their own labels, as the data
+    set's evaluator matches the query string exactly; they share the normalised text the
+    systems read, so they get the same ranking.
     """
     labels = pl.read_parquet(ws.path(RELEVANCE_LABELS))
     label_min = float(labels["label"].min())
     test = labels.filter(pl.col("split") == "test")
     raw = test["query"].unique().sort()
-    mapping = pl.DataFrame({"query": raw, "norm": [normalize(q) for q in raw]})
-    test = test.join(mapping, on="query", how="left")
-    with_pos = test.group_by("norm").agg(pl.col("positive").any().alias("any_pos")).filter("any_pos")
-    queries = with_pos["norm"].sort()
-    qmap = pl.DataFrame({"norm": queries, "qrow": np.arange(len(queries), dtype=np.int64)})
+    qmap = pl.DataFrame({"query": raw, "qrow": np.arange(len(raw), dtype=np.int64)})
     cand = pl.DataFrame({"product_id": product_ids.astype(str), "col": np.arange(len(product_ids), dtype=np.int64)})
-    test = test.join(qmap, on="norm", how="inner")
+    test = test.join(qmap, on="query", how="inner")
     known = test.join(cand, on="product_id", how="inner")
     if len(known) < len(test):
         log.warning("%d labelled test pairs name products the model has no embedding for; they count as misses",
                     len(test) - len(known))
-    raw_of = test.group_by("qrow").agg(pl.col("query").min()).sort("qrow")["query"].to_list()
     known = known.with_columns(gain=pl.col("label") - label_min)
-    return known.select("qrow", "col", "label", "gain", "positive"), queries.to_list(), raw_of
+    raw_queries = raw.to_list()
+    return (known.select("qrow", "col", "label", "gain", "positive"), [normalize(q) for q in raw_queries],
+            raw_queries)
 
 
 def list_metrics(
@@ -98,22 +101,32 @@ def list_metrics(
     return n_pos, query_recall_at_k(top_pos, n_pos, LIST_K), ndcg_at_k(top_gain, ideal, LIST_K)
 
 
-def score_system(scorer: Scorer, labels: pl.DataFrame, n_queries: int, ev: Evaluation) -> dict[str, Any]:
-    """The README's metrics (with bootstrap intervals) of one system."""
-    cfg = ev.cfg
+def pair_hits_per_query(scorer: Scorer, labels: pl.DataFrame, n_queries: int, cfg: EvalConfig
+                        ) -> dict[int, np.ndarray]:
+    """Per K of :data:`PAIR_KS`: each query's positive pairs ranked <= K (filtered), [n_queries].
+
+    Summed over queries and divided by the positive pairs, this is pair Recall@K; kept per
+    query so two systems can be compared on the same query resamples (a paired bootstrap).
+    """
     pos = labels.filter("positive")
     qrow, col = pos["qrow"].to_numpy(), pos["col"].to_numpy()
     _, rank = rank_pairs(scorer, qrow, col, qrow, col, None, cfg.chunk_size, cfg.max_block_scores)
+    return {k: np.bincount(qrow, weights=(rank <= k).astype(float), minlength=n_queries) for k in PAIR_KS}
+
+
+def score_system(scorer: Scorer, labels: pl.DataFrame, n_queries: int, cfg: EvalConfig) -> dict[str, Any]:
+    """The README's metrics (with bootstrap intervals) of one system."""
+    pair_hits = pair_hits_per_query(scorer, labels, n_queries, cfg)
     top_cols, _ = topk_lists(scorer, np.arange(n_queries), max(LIST_K, cfg.topk), cfg.chunk_size,
                              cfg.max_block_scores)
     n_pos, q_recall, ndcg = list_metrics(labels, n_queries, top_cols)
     out: dict[str, Any] = {}
     ones = np.ones(n_queries)
-    for k in PAIR_KS:
-        hits = np.bincount(qrow, weights=(rank <= k).astype(float), minlength=n_queries)
+    valid = n_pos > 0  # the pair and query recalls resample the queries with a positive
+    for k, hits in pair_hits.items():
         out[f"pair_recall@{k}"] = float(hits.sum() / max(n_pos.sum(), 1))
-        out[f"pair_recall@{k}_ci"] = bootstrap_ci(hits, n_pos, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
-    valid = n_pos > 0
+        out[f"pair_recall@{k}_ci"] = bootstrap_ci(hits[valid], n_pos[valid], cfg.bootstrap_samples,
+                                                  cfg.confidence, cfg.seed)
     out[f"query_recall@{LIST_K}"] = float(q_recall[valid].mean())
     out[f"query_recall@{LIST_K}_ci"] = bootstrap_ci(q_recall[valid], ones[valid], cfg.bootstrap_samples,
                                                    cfg.confidence, cfg.seed)
@@ -153,10 +166,11 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
     ids, emb = ev.model.entities["product"]
     labels, queries, _ = test_labels(ev.ws, ids)
     meta = relevance_meta(ev.ws)
-    systems = {name: score_system(s, labels, len(queries), ev) for name, s in _systems(ev, queries, ids, emb).items()}
+    systems = {name: score_system(s, labels, len(queries), ev.cfg) for name, s in _systems(ev, queries, ids, emb).items()}
     return {
         "dataset": meta.get("dataset"),
         "test_queries": len(queries),
+        "test_queries_with_positive": int(labels.filter("positive")["qrow"].n_unique()),
         "positive_pairs": int(labels["positive"].sum()),
         "candidates": len(ids),
         "systems": systems,
@@ -167,7 +181,7 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
 def write_topk(ev: Evaluation, path: Path) -> Path:
     """Top-``cfg.topk`` products of the model per test query as CSV: query, product_id, score.
 
-    The test queries are the relevance set's (with a positive) on an imported workspace,
+    The test queries are every test query of the relevance set on an imported workspace,
     else the test-window queries of the query→product pairs.
     """
     if "product" not in ev.model.entities:

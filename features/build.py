@@ -36,7 +36,7 @@ from omnisearchsage.contract import (
 from omnisearchsage.features.config import FeatureConfig
 from omnisearchsage.features.featurizer import Featurizer, id_lists
 from omnisearchsage.features.sources import load_sources, training_corpus
-from omnisearchsage.features.vocab import build_vocabularies
+from omnisearchsage.features.vocab import TokenCounter, build_vocabularies
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 
@@ -49,14 +49,18 @@ _TABLES: dict[str, tuple[TableSchema, tuple[str, ...]]] = {
 }
 
 
-def build_features(ws: Workspace, cfg: FeatureConfig | None = None) -> dict[str, Any]:
-    """Build ``ws/features`` and return its manifest (config, id space and the build's stats)."""
+def build_features(ws: Workspace, cfg: FeatureConfig | None = None, counter: TokenCounter | None = None
+                   ) -> dict[str, Any]:
+    """Build ``ws/features`` and return its manifest (config, id space and the build's stats).
+
+    ``counter`` counts the vocabulary tokens (default: Polars in this process; see
+    :func:`~omnisearchsage.features.vocab.build_vocabularies`)."""
     cfg = cfg or FeatureConfig()
     split = TimeSplit.for_workspace(ws)
     sources = load_sources(ws, cfg, split)
     corpus = training_corpus(sources)
     log.info("counting tokens over %d distinct training-window texts", corpus.height)
-    vocabs, vocab_stats = build_vocabularies(corpus, cfg)
+    vocabs, vocab_stats = build_vocabularies(corpus, cfg, counter)
     featurizer = Featurizer(vocabs, cfg)
     frames = {
         "pins": sources.pins,

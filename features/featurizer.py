@@ -35,6 +35,7 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.features.config import FeatureConfig
 from omnisearchsage.features.text import python_path_agrees, token_frames, tokenize
 from omnisearchsage.features.vocab import oov_bucket, oov_ids
+from omnisearchsage.validate import not_regular
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,20 @@ class Featurizer:
         manifest_path = directory / MANIFEST
         if not manifest_path.exists():
             raise OmniError(f"{manifest_path}: missing; run `omni features build` first")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise OmniError(f"{manifest_path}: unreadable ({e}); rebuild with `omni features build`") from None
         vocabs = {}
         for kind in VOCAB_KINDS:
             path = directory / VOCAB_DIR / f"{kind}.parquet"
-            if not path.exists():
-                raise OmniError(f"{path}: missing; run `omni features build` first")
-            vocabs[kind] = pl.read_parquet(path)
+            if (why := not_regular(path)) is not None:
+                raise OmniError(f"{path}: {why}; run `omni features build` first")
+            try:
+                vocabs[kind] = pl.read_parquet(path)
+            except Exception as e:  # any reader failure means the same to the user
+                raise OmniError(f"{path}: unreadable Parquet ({str(e).strip().splitlines()[0][:200]}); "
+                                "rebuild with `omni features build`") from e
         feat = cls(vocabs, FeatureConfig.from_json(manifest["config"]), manifest)
         if manifest.get("num_ids") != feat.num_ids:
             raise OmniError(f"{manifest_path}: num_ids {manifest.get('num_ids')} does not match the vocabularies "

@@ -27,7 +27,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.features.config import FeatureConfig
-from omnisearchsage.features.text import normalize_expr
+from omnisearchsage.features.text import has_words_expr, normalize_expr
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.validate import read_table, validate_workspace
 
@@ -106,17 +106,25 @@ def training_queries(ws: Workspace, split: TimeSplit) -> pl.DataFrame:
     )
     typed = window.select(text=pl.col("query"))
     related = window.filter(pl.col("entity_type") == "query").select(text=pl.col("entity_id"))
-    return (
+    counted = (
         pl.concat([typed, related])
         .group_by("text")
         .agg(weight=pl.len())
         .select(query=normalize_expr(pl.col("text")), weight="weight")
-        .filter(pl.col("query") != "")
-        .group_by("query")
-        .agg(pl.col("weight").sum().cast(pl.Int64))
-        .sort("query")
+        .with_columns(usable=has_words_expr(pl.col("query")))
         .collect(engine="streaming")
     )
+    empty = counted.filter(~pl.col("usable")).get_column("weight").sum()
+    if empty:
+        log.warning("%s: column query: %d training-window occurrences of queries without a word (empty, "
+                    "whitespace, NUL, zero-width or punctuation only) left out of the queries table",
+                    ENGAGEMENTS.relpath, empty)
+    queries = (counted.lazy().filter("usable").group_by("query").agg(pl.col("weight").sum().cast(pl.Int64))
+               .sort("query").collect())
+    if queries.height == 0:
+        log.warning("%s: no query in the training window [%s, %s): the queries table is empty",
+                    ENGAGEMENTS.relpath, f"{split.train_start:%Y-%m-%d}", f"{split.train_end:%Y-%m-%d}")
+    return queries
 
 
 def load_sources(ws: Workspace, cfg: FeatureConfig, split: TimeSplit) -> Sources:

@@ -86,6 +86,12 @@ def words(text: str | None, cfg: FeatureConfig = _DEFAULT, normalized: bool = Fa
     return [m.group() for _, m in zip(range(cfg.max_words), found)]
 
 
+def has_words(text: str | None, normalized: bool = False) -> bool:
+    """Whether ``text`` has at least one word: a text of only whitespace, punctuation, NUL or
+    zero-width characters has no token to encode, so it is as empty as ``""``."""
+    return _WORD.search(text or "" if normalized else normalize(text)) is not None
+
+
 def bigrams(word_list: list[str]) -> list[str]:
     """Adjacent word pairs joined by one space."""
     return [f"{a} {b}" for a, b in itertools.pairwise(word_list)]
@@ -139,6 +145,11 @@ def normalize_expr(text: pl.Expr) -> pl.Expr:
 def words_expr(text: pl.Expr, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> pl.Expr:
     """:func:`words` as a Polars expression: a ``list[str]`` per text, never null."""
     return (text.fill_null("") if normalized else normalize_expr(text)).str.slice(0, cfg.max_chars).str.extract_all(WORD_PATTERN).list.head(cfg.max_words)
+
+
+def has_words_expr(normalized: pl.Expr) -> pl.Expr:
+    """:func:`has_words` as a Polars expression over already-normalised text (null → False)."""
+    return normalized.str.contains(WORD_PATTERN).fill_null(False)
 
 
 def token_frames(texts: pl.Series, cfg: FeatureConfig = _DEFAULT, normalized: bool = False) -> dict[str, pl.DataFrame]:

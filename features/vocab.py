@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -93,14 +94,22 @@ def select_vocab(counts: pl.DataFrame, cap: int, min_count: int, first_id: int) 
     )
 
 
-def build_vocabularies(corpus: pl.DataFrame, cfg: FeatureConfig) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
-    """Count ``corpus`` and select the three vocabularies; return them and their stats.
+#: How token counts are computed: :func:`count_tokens` here, or another engine's equivalent
+#: (``features.spark_vocab.count_tokens_spark``) returning the same frames.
+TokenCounter = Callable[[pl.DataFrame, FeatureConfig], dict[str, pl.DataFrame]]
+
+
+def build_vocabularies(
+    corpus: pl.DataFrame, cfg: FeatureConfig, counter: TokenCounter | None = None
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """Count ``corpus`` (with ``counter``, default :func:`count_tokens`) and select the three
+    vocabularies; return them and their stats.
 
     The stats per tokenizer: ``size``, ``distinct`` tokens seen, ``occurrences``, in-vocabulary
     ``coverage`` of token occurrences and the ``oov_rate`` (1 - coverage; those tokens are
     hashed into buckets, or dropped when OOV hashing is off); ``oov_rate`` over all tokens.
     """
-    counts = count_tokens(corpus, cfg)
+    counts = (counter or count_tokens)(corpus, cfg)
     vocabs: dict[str, pl.DataFrame] = {}
     stats: dict[str, Any] = {}
     first_id = 0

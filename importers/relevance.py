@@ -33,6 +33,7 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.text_encoders import EMBED_AUTO, encode_texts, encoder_pooling, resolve_embed_model
+from omnisearchsage.validate import not_regular
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def _rows(frame: pl.DataFrame, mask: pl.Expr, column: str) -> str:
 
 def read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
     """The CSV as strings (nothing inferred), with its required columns checked."""
-    if not path.exists():
-        raise OmniError(f"{path}: file not found")
+    if (why := not_regular(path)) is not None:  # a FIFO or a device would block or never end
+        raise OmniError(f"{path}: {'file not found' if why == 'missing' else why}")
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
     except (pl.exceptions.ComputeError, UnicodeDecodeError, pl.exceptions.NoDataError) as e:
@@ -171,7 +172,7 @@ def import_relevance(
     schema = PRODUCTS.polars_schema
     write_parquet(products.select(pl.col(c).cast(schema[c]) for c in products.columns), ws.path(PRODUCTS))
     write_parquet(events, ws.path(ENGAGEMENTS))
-    split.record(ws, cfg.split)
+    split.record(ws, cfg.split, split.test_end - timedelta(microseconds=1))  # the test pairs sit there
     write_parquet(labels.select(c.name for c in RELEVANCE_LABELS.columns), ws.path(RELEVANCE_LABELS))
     write_json(stats, ws.relevance_meta)
     if model_dir is None:

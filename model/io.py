@@ -113,8 +113,8 @@ class EntityEncoder:
         return self.encode_catalogue(cat)
 
     @torch.inference_mode()
-    def encode_catalogue(self, cat: Catalogue) -> np.ndarray:
-        """Embeddings of every row of ``cat`` (the features tables' token ids)."""
+    def encode_catalogue(self, cat: Catalogue, rows: np.ndarray | None = None) -> np.ndarray:
+        """Embeddings of the ``rows`` of ``cat`` (every row if None; the features tables' token ids)."""
         layout = self.spec.dense_layout
         if cat.kind in layout and cat.legacy is not None and cat.legacy_dim != layout[cat.kind][1]:
             raise OmniError(f"{cat.kind} legacy embeddings have {cat.legacy_dim} dims; the model was trained "
@@ -122,10 +122,12 @@ class EntityEncoder:
         if VISUAL in layout and cat.visual is not None and cat.visual_dim != layout[VISUAL][1]:
             raise OmniError(f"{cat.kind} visual embeddings have {cat.visual_dim} dims; the model was trained "
                             f"with {layout[VISUAL][1]}")
-        out = np.empty((len(cat), self.dim), dtype=np.float32)
-        for start in range(0, len(cat), self.batch_size):
-            rows = np.arange(start, min(start + self.batch_size, len(cat)))
-            out[rows] = self.tower(**entity_inputs({cat.kind: cat}, layout, [(cat.kind, rows)])).float().numpy()
+        rows = np.arange(len(cat)) if rows is None else rows
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self.tower(
+                **entity_inputs({cat.kind: cat}, layout, [(cat.kind, chunk)])).float().numpy()
         return out
 
 
@@ -170,9 +172,19 @@ def load_embeddings(export_dir: str | Path, entity_type: str) -> tuple[list[str]
     path = layout.embeddings(entity_type)
     if not path.exists():
         raise OmniError(f"{path}: missing; the run has no {entity_type} embeddings (run `omni export`)")
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(path) if path.is_file() else _read_parts(path)
     matrix = frame.get_column("embedding").list.to_array(layout.read_manifest()["dim"]).to_numpy()
     return frame.get_column("id").to_list(), np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _read_parts(folder: Path) -> pl.DataFrame:
+    """The shards ``omni embed`` wrote (``part-I-of-N.parquet``), in shard order; all N must be there."""
+    parts = sorted(folder.glob("part-*-of-*.parquet"))
+    counts = {p.stem.rsplit("-", 1)[1] for p in parts}
+    if not parts or len(counts) != 1 or len(parts) != int(counts.pop()):
+        raise OmniError(f"{folder}: {len(parts)} embedding shards, not a complete part-I-of-N set; "
+                        "finish or rerun `omni embed` for the missing shards")
+    return pl.concat([pl.read_parquet(p) for p in parts])
 
 
 # ---------------------------------------------------------------------------- writers
@@ -211,9 +223,11 @@ def save_entity_tower(tower: EntityTower, model_cfg: dict[str, Any], spec: Model
                out / _L.ENCODER_CONFIG)
 
 
-def write_embeddings(layout: ExportLayout, entity_type: str, ids: pl.Series, emb: np.ndarray) -> None:
-    """One entity type's embeddings, ``id`` + ``embedding`` (list[float32]), into the export folder."""
-    path = layout.embeddings(entity_type)
+def write_embeddings(layout: ExportLayout, entity_type: str, ids: pl.Series, emb: np.ndarray,
+                     path: Path | None = None) -> None:
+    """One entity type's embeddings, ``id`` + ``embedding`` (list[float32]), into the export folder
+    (or into ``path``, one shard of them)."""
+    path = path or layout.embeddings(entity_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pl.DataFrame({"id": ids.cast(pl.Utf8), "embedding": pl.Series(emb).arr.to_list()})
     frame.write_parquet(path, compression="zstd")

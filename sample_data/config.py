@@ -3,8 +3,9 @@
 The defaults encode what makes the paper's effects measurable: ~30% pins without any text (the
 paper reports 71% title/description coverage), ~15% non-English queries, Zipf popularity of
 queries and entities (so in-batch negatives are popularity-biased and logQ correction matters),
-~90% of pins on at least one board, and a mild growth of traffic so the last week (the test
-window) holds enough events.
+~90% of pins on at least one board, a mild growth of traffic so the last week (the test
+window) holds enough events, and entity attributes that each channel reveals only in part
+(see ``generate.py``), so every enrichment adds something the others miss.
 """
 from __future__ import annotations
 
@@ -57,10 +58,21 @@ class WorldConfig:
     #: Pins and products still without a legacy embedding (new entities).
     legacy_missing_share: float = 0.02
 
+    # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
+    #: Values of each attribute kind a topic uses (drawn per world); an entity has one of each.
+    attr_values_per_topic: int = 4
+    #: Per attribute kind: the chance a pin's title (and, independently, its description) names
+    #: the pin's value; products name more of theirs (shop titles list colour, material, audience).
+    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.2, 0.15, 0.2)
+    product_text_attr_prob: tuple[float, ...] = (0.5, 0.3, 0.5, 0.3, 0.2, 0.4)
+    #: A named attribute is another value of the topic instead (careless or misleading text).
+    text_attr_noise_prob: float = 0.1
+
     # ---- queries
     query_typo_prob: float = 0.08
-    query_second_concept_prob: float = 0.35
-    query_modifier_prob: float = 0.35
+    query_modifier_prob: float = 0.25
+    #: Shares of queries asking for a concept plus 0, 1 or 2 attributes (kinds drawn uniformly).
+    query_attr_counts: tuple[float, float, float] = (0.3, 0.4, 0.3)
 
     # ---- products
     product_brand_prob: float = 0.9
@@ -78,6 +90,10 @@ class WorldConfig:
     board_prefix_prob: float = 0.35
     board_suffix_prob: float = 0.4
     board_emoji_prob: float = 0.3
+    #: Boards titled with a style or an occasion word ("boho living room", "party nails"), and
+    #: saves that go to a board naming the pin's own style or occasion (else any of the topic).
+    board_facet_prob: float = 0.8
+    board_facet_match: float = 0.75
 
     # ---- engagements
     #: Entity types of engagements: pin, product, query (related-query click).
@@ -85,6 +101,11 @@ class WorldConfig:
     #: The engaged entity shares the query's topic, and then its concept, with these probabilities.
     topic_match: float = 0.9
     concept_match: float = 0.7
+    #: An engagement looks at this many entities of its (topic, concept), drawn by popularity, and
+    #: takes the one matching most of the query's attributes (the most popular among equals); with
+    #: probability 1 - ``attr_match`` it ignores the attributes and takes the first.
+    attr_candidates: int = 8
+    attr_match: float = 0.9
     pin_actions: dict[str, float] = field(
         default_factory=lambda: {"save": 0.25, "long_click": 0.25, "click": 0.5})
     product_actions: dict[str, float] = field(
@@ -96,9 +117,13 @@ class WorldConfig:
 
     # ---- embeddings and images
     legacy_dim: int = 256
-    #: Noise around the topic (+ concept) centroid; 1.0 makes topics separable but not trivially.
+    #: The legacy embedding (a visual/graph model like PinSage) is a unit topic centroid plus
+    #: offsets of these lengths, one direction per value, plus noise: the visual attributes
+    #: (colour, pattern) show well, the concept weakly, the other attributes hardly at all.
     legacy_noise: float = 1.0
-    legacy_concept_weight: float = 0.5
+    legacy_concept_weight: float = 0.25
+    legacy_visual_weight: float = 0.5
+    legacy_nonvisual_weight: float = 0.05
     #: Legacy values are rounded to multiples of this (production embeddings are quantised too);
     #: it also lets Parquet compress them.
     legacy_quant_step: float = 1 / 128

@@ -4,20 +4,40 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
 
 * 40 interests (topics) with 6 concepts each, in English, French, German and Spanish, with
   synonyms (:mod:`~omnisearchsage.sample_data.lexicon`). Topics have Zipf popularity.
-* Images: each unique image file shows one (topic, concept) – the topic's shape on its
-  background, in the concept's colour. Pins and products pick an image of their (topic,
-  concept), so many pins share one file, the way repins do.
-* Pins: ~30% without title and description; the rest carry partial, noisy text (synonyms,
-  typos, words from other topics) in their language. ~30% have alt text (the image's
-  ground-truth description). A 256-d legacy embedding is a noisy function of topic + concept.
+* Attributes: every pin and product has a topic, a concept and one value of each attribute kind
+  (colour, pattern, material, style, occasion, audience), drawn from the few values its topic
+  uses. Colour and pattern are *visual*: they are drawn in the image.
+* Queries ask for a concept plus zero to two attributes, with modifiers, synonyms and typos,
+  ~15% non-English, Zipf popularity. An engagement (two years, traffic growing mildly so the
+  last week is well populated) links a query to a pin, a product or a related query of mostly
+  the same topic and concept, preferring entities that have the attributes the query asked for,
+  then popular ones (Zipf entity popularity).
+* Each channel reveals a different, noisy part of an entity (the paper's point: enrichment adds
+  what the catalogue's own fields miss):
+
+  ==================  =====================================================================
+  channel             reveals
+  ==================  =====================================================================
+  legacy embedding    topic and the visual attributes well, the concept through a short
+                      offset (and through the colours and patterns of its few image files),
+                      the other attributes hardly at all (like PinSage / ItemSage)
+  title/description   ~70% of pins: the concept (synonyms, typos, words of other topics) and
+                      each attribute with some probability, sometimes a wrong value
+  image (captions)    topic (shape + background), concept (frame colour), colour and pattern;
+                      never material, style, occasion or audience. ~30% of pins have alt text
+  board titles        the board's topic plus a style or occasion word; pins are saved mostly
+                      to boards naming their own style or occasion
+  engaged queries     (built by ``omni enrich queries``) the words users typed to reach the
+                      entity in the training window: concept and the asked attributes
+  ==================  =====================================================================
+
+  No channel carries an entity's id or anything drawn from the engagements (the test window).
+* Images: each unique image file shows one (topic, concept, colour, pattern). Pins and products
+  pick an image of their (topic, concept) and take its colour and pattern, so many pins share
+  one file, the way repins do.
 * Products: brand, title, description, image and legacy embedding in the same space.
-* Boards: human-written titles ("my dream kitchen 😍", typos, generic "favs"); ~90% of pins are
-  saved to at least one board, mostly boards of their own topic.
-* Queries: one to two concepts of a topic, with modifiers, synonyms and typos, ~15% non-English,
-  Zipf popularity. Engagements (two years, traffic growing mildly so the last week is well
-  populated) link a query to a pin, a product or a related query of mostly the same topic and
-  concept, with Zipf entity popularity. A text-less pin can therefore only be found through its
-  board titles, engaged queries, caption or legacy embedding – the paper's point.
+* Boards: human-written titles ("my boho living room 😍", typos, generic "favs"); ~90% of pins
+  are saved to at least one board, mostly boards of their own topic.
 
 Everything is vectorised with NumPy and Polars (Python loops only over the vocabulary and over
 unique image files) and written in chunks with a pyarrow ``ParquetWriter``, so the large world
@@ -40,9 +60,11 @@ import pyarrow.parquet as pq
 
 from omnisearchsage.atomic import atomic_path
 from omnisearchsage.contract import (
+    ACTIONS,
     BOARD_PINS,
     BOARDS,
     ENGAGEMENTS,
+    ENTITY_TYPES,
     PINS,
     PRODUCTS,
     RAW_TABLES,
@@ -56,15 +78,28 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.sample_data.config import WorldConfig, world_config
 from omnisearchsage.sample_data.images import ImageSpec, write_image
-from omnisearchsage.sample_data.lexicon import CONCEPTS_PER_TOPIC, LANGS, TOPICS
+from omnisearchsage.sample_data.lexicon import (
+    ATTRIBUTE_KINDS,
+    ATTRIBUTES,
+    CONCEPTS_PER_TOPIC,
+    LANGS,
+    TOPICS,
+    VISUAL_KINDS,
+)
 from omnisearchsage.sample_data.vocab import Vocab, maybe
 
 log = logging.getLogger(__name__)
 
 N_TOPICS = len(TOPICS)
 N_CONCEPTS = CONCEPTS_PER_TOPIC
-ACTION_NAMES = ("save", "long_click", "click", "add_to_cart", "checkout")
-ENTITY_TYPES = ("pin", "product", "query")
+N_KINDS = len(ATTRIBUTE_KINDS)
+_COLOUR, _PATTERN = (ATTRIBUTE_KINDS.index(k) for k in VISUAL_KINDS)
+_STYLE, _OCCASION = ATTRIBUTE_KINDS.index("style"), ATTRIBUTE_KINDS.index("occasion")
+#: Attribute kinds written before the concept in English and German queries ("red wooden
+#: table"); French and Spanish put them after ("table rouge"), every language puts occasion and
+#: audience after ("... for kids").
+_PRE_KINDS = (_COLOUR, _PATTERN, ATTRIBUTE_KINDS.index("material"), _STYLE)
+_PRE_LANGS = (LANGS.index("en"), LANGS.index("de"))
 
 # Independent random streams, so changing one table's size never changes another table.
 _STREAM_WORLD, _STREAM_IMAGES, _STREAM_PINS, _STREAM_PRODUCTS = 1, 2, 3, 4
@@ -87,6 +122,8 @@ class WorldStats:
     pins_without_text: float = 0.0
     pins_with_alt_text: float = 0.0
     pins_on_a_board: float = 0.0
+    #: Share of distinct queries asking for 0, 1 and 2 attributes.
+    query_attr_counts: list[float] = field(default_factory=list)
     engagements_last_7_days: int = 0
     #: Share of engagements per query language.
     query_langs: dict[str, float] = field(default_factory=dict)
@@ -203,11 +240,35 @@ class _World:
         self.topic_p /= self.topic_p.sum()
         self.lang_p = np.asarray(cfg.lang_shares) / sum(cfg.lang_shares)
         self.vocab = Vocab(_rng(seed, _STREAM_VOCAB), cfg.brands_per_topic)
-        # Legacy space: a unit centroid per topic plus a smaller offset per (topic, concept).
+        # The values each topic uses, per attribute kind: [topic, kind, j] -> value index.
+        n_values = self.vocab.attr_values
+        if cfg.attr_values_per_topic > n_values.min():
+            raise OmniError(f"attr_values_per_topic {cfg.attr_values_per_topic}: an attribute kind has only "
+                            f"{n_values.min()} values")
+        keys = rng.random((N_TOPICS, N_KINDS, n_values.max()))
+        keys[:, np.arange(n_values.max())[None, :] >= n_values[:, None]] = np.inf
+        self.topic_values = np.argsort(keys, axis=2)[:, :, :cfg.attr_values_per_topic].astype(np.int8)
+        # Legacy space: a unit centroid per topic plus one offset direction per (topic, concept) and
+        # per attribute value, of the configured lengths (visual values long, others short).
         d = cfg.legacy_dim
         self.topic_centroid = _unit(rng.standard_normal((N_TOPICS, d))).astype(np.float32)
         self.concept_offset = (_unit(rng.standard_normal((N_TOPICS, N_CONCEPTS, d)))
                                * cfg.legacy_concept_weight).astype(np.float32)
+        kind_weight = np.array([cfg.legacy_visual_weight if k in VISUAL_KINDS else cfg.legacy_nonvisual_weight
+                                for k in ATTRIBUTE_KINDS], np.float32)
+        self.attr_offset = (_unit(rng.standard_normal((N_KINDS, n_values.max(), d)))
+                            * kind_weight[:, None, None]).astype(np.float32)
+
+    def attributes(self, rng: np.random.Generator, topic: np.ndarray, kinds: tuple[int, ...]) -> np.ndarray:
+        """One value of each of ``kinds`` per row, among its topic's values: int8 [n, len(kinds)]."""
+        j = rng.integers(0, self.cfg.attr_values_per_topic, (len(topic), len(kinds)))
+        return self.topic_values[topic[:, None], np.asarray(kinds)[None, :], j]
+
+    def other_value(self, rng: np.random.Generator, topic: np.ndarray, kind: int, value: np.ndarray) -> np.ndarray:
+        """Another value of ``kind`` used by each row's topic (for misleading text)."""
+        vals = self.topic_values[topic, kind]
+        j = (np.argmax(vals == value[:, None], axis=1) + rng.integers(1, vals.shape[1], len(topic))) % vals.shape[1]
+        return vals[np.arange(len(topic)), j]
 
     def topics(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(N_TOPICS, n, p=self.topic_p)
@@ -215,13 +276,16 @@ class _World:
     def langs(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(len(LANGS), n, p=self.lang_p)
 
-    def legacy(self, rng: np.random.Generator, topic: np.ndarray, concept: np.ndarray) -> pl.Series:
+    def legacy(self, rng: np.random.Generator, topic: np.ndarray, concept: np.ndarray,
+               attrs: np.ndarray) -> pl.Series:
         """Noisy, L2-normalised, quantised legacy embeddings (null for a small share)."""
         cfg = self.cfg
         emb = rng.standard_normal((len(topic), cfg.legacy_dim), dtype=np.float32)
         emb *= cfg.legacy_noise / np.sqrt(cfg.legacy_dim)
         emb += self.topic_centroid[topic]
         emb += self.concept_offset[topic, concept]
+        for k in range(N_KINDS):
+            emb += self.attr_offset[k, attrs[:, k]]
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         emb = np.round(emb / cfg.legacy_quant_step) * np.float32(cfg.legacy_quant_step)
         s = pl.Series("legacy_embedding", emb).cast(pl.List(pl.Float32))
@@ -239,6 +303,8 @@ class _Images:
 
     topic: np.ndarray
     concept: np.ndarray
+    #: Visual attribute values shown: [n, 2] (colour, pattern).
+    visual: np.ndarray
     paths: pl.Series
     descriptions: pl.Series
     words: pl.Series
@@ -264,9 +330,11 @@ def _write_images(world: _World, images_dir: Path, kind: str, n: int, stream_chu
     rng = _rng(world.seed, _STREAM_IMAGES, stream_chunk)
     topic, concept = _plan_images(world, rng, n, kind)
     counts = rng.integers(1, 4, n)
+    visual = world.attributes(rng, topic, (_COLOUR, _PATTERN))
     folder = images_dir / kind
     folder.mkdir(parents=True, exist_ok=True)
-    specs = [ImageSpec(int(t), int(c), int(k)) for t, c, k in zip(topic, concept, counts)]
+    specs = [ImageSpec(int(t), int(c), int(k), int(col), int(pat))
+             for t, c, k, (col, pat) in zip(topic, concept, counts, visual)]
     width = _width(n)
     names = [f"{i:0{width}d}.png" for i in range(n)]
     with progress_bar(n, f"{kind} images", "img") as bar:
@@ -278,7 +346,8 @@ def _write_images(world: _World, images_dir: Path, kind: str, n: int, stream_chu
     words = pl.Series("image_words", [s.words for s in specs], dtype=pl.List(pl.Utf8))
     # Repins: a few images of a block are saved far more often than the rest.
     weight = _zipf_weights(rng, n, cfg.entity_zipf)
-    return _Images(topic, concept, paths, descriptions, words, _BlockSampler(topic, concept, weight, N_CONCEPTS))
+    return _Images(topic, concept, visual, paths, descriptions, words,
+                   _BlockSampler(topic, concept, weight, N_CONCEPTS))
 
 
 def _other_concept(rng: np.random.Generator, concept: np.ndarray) -> np.ndarray:
@@ -295,22 +364,55 @@ def _null_unless(s: pl.Series, keep: np.ndarray) -> pl.Series:
 
 
 # ----------------------------------------------------------------------------- pins
+@dataclass
+class _Entities:
+    """Pins or products as the engagement stage needs them: ids, attributes, a block sampler."""
+
+    ids: pl.Series
+    #: int8 [n, N_KINDS]: each entity's value of every attribute kind.
+    attrs: np.ndarray
+    sampler: _BlockSampler
+
+
 def _draw_entities(world: _World, images: _Images, stream: int, n: int, prefix: str
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pl.Series]:
-    """What pins and products share: each takes the (topic, concept) its image shows, a Zipf
-    popularity weight and an id. Returns image index, topic, concept, weight and ids; later draws
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, pl.Series]:
+    """What pins and products share: each takes the (topic, concept) and visual attributes its
+    image shows, draws its other attributes among its topic's values, and gets a Zipf popularity
+    weight and an id. Returns image index, topic, concept, attributes, weight and ids; later draws
     use per-chunk generators of the same stream."""
     rng = _rng(world.seed, stream)
     img = images.sampler.draw(rng, world.topics(rng, n), rng.integers(0, N_CONCEPTS, n))
     weight = _zipf_weights(rng, n, world.cfg.entity_zipf)
-    return img, images.topic[img], images.concept[img], weight, _ids(prefix, n, _width(n))
+    topic = images.topic[img]
+    attrs = world.attributes(rng, topic, tuple(range(N_KINDS)))
+    attrs[:, [_COLOUR, _PATTERN]] = images.visual[img]
+    return img, topic, images.concept[img], attrs, weight, _ids(prefix, n, _width(n))
+
+
+def _attr_words(world: _World, r: np.random.Generator, topic: np.ndarray, lang: np.ndarray, attrs: np.ndarray,
+                probs: tuple[float, ...]) -> list[np.ndarray]:
+    """Per attribute kind, a word naming the entity's value with probability ``probs[kind]`` (-1:
+    not named); with ``text_attr_noise_prob`` the word names another value of the topic."""
+    cfg, v = world.cfg, world.vocab
+    out = []
+    for k in range(N_KINDS):
+        value = attrs[:, k].astype(np.int64)
+        value = np.where(r.random(len(topic)) < cfg.text_attr_noise_prob, world.other_value(r, topic, k, value), value)
+        value = np.where(r.random(len(topic)) < probs[k], value, -1)
+        out.append(v.misspell(r, v.attribute(r, k, lang, value), cfg.typo_prob))
+    return out
+
+
+def _pre_post(words: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Attribute words written before the concept (colour, pattern, material, style) and after it."""
+    return [words[k] for k in _PRE_KINDS], [w for k, w in enumerate(words) if k not in _PRE_KINDS]
 
 
 def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats: WorldStats,
-          stack: contextlib.ExitStack) -> tuple[_BlockSampler, pl.Series]:
+          stack: contextlib.ExitStack) -> _Entities:
     cfg, v = world.cfg, world.vocab
     n = cfg.pins
-    img, topic, concept, weight, ids = _draw_entities(world, images, _STREAM_PINS, n, "p")
+    img, topic, concept, attrs, weight, ids = _draw_entities(world, images, _STREAM_PINS, n, "p")
     pins_w = _TableWriter(ws, PINS, stack)
     truth_w = _TableWriter(ws, TRUTH_PINS, stack)
     bp_w = _TableWriter(ws, BOARD_PINS, stack)
@@ -319,7 +421,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
         for chunk, lo, hi in _chunks(n, cfg.entity_chunk_rows):
             r = _rng(world.seed, _STREAM_PINS, chunk + 1)
             m = hi - lo
-            t, c, im = topic[lo:hi], concept[lo:hi], img[lo:hi]
+            t, c, a, im = topic[lo:hi], concept[lo:hi], attrs[lo:hi], img[lo:hi]
             lang = world.langs(r, m)
             has_text = r.random(m) >= cfg.pin_no_text_share
             has_title = has_text & (r.random(m) < cfg.pin_title_prob)
@@ -331,14 +433,16 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
                      lang: np.ndarray = lang) -> np.ndarray:
                 return maybe(r, v.misspell(r, v.concept(r, tt, lang, cc), cfg.typo_prob), p)
 
+            pre, post = _pre_post(_attr_words(world, r, t, lang, a, cfg.pin_text_attr_prob))
             title = v.join([
-                maybe(r, v.modifier(r, lang), 0.3), word(1.0), word(0.4, cc=_other_concept(r, c)),
+                maybe(r, v.modifier(r, lang), 0.3), *pre, word(1.0), word(0.25, cc=_other_concept(r, c)), *post,
                 word(cfg.noise_word_prob, tt=noise_t, cc=r.integers(0, N_CONCEPTS, m)),
             ])
             title = _null_unless(_titlecase_some(title, r.random(m) < 0.3), has_title)
+            pre, post = _pre_post(_attr_words(world, r, t, lang, a, cfg.pin_text_attr_prob))
             desc = v.join([
-                maybe(r, v.filler(r, lang), 0.6), word(1.0), maybe(r, v.modifier(r, lang), 0.4),
-                word(0.6, cc=_other_concept(r, c)), word(0.4, cc=_other_concept(r, c)),
+                maybe(r, v.filler(r, lang), 0.6), *pre, word(1.0), maybe(r, v.modifier(r, lang), 0.4), *post,
+                word(0.4, cc=_other_concept(r, c)), word(0.25, cc=_other_concept(r, c)),
                 word(cfg.noise_word_prob, tt=noise_t, cc=r.integers(0, N_CONCEPTS, m)),
                 maybe(r, v.filler(r, lang), 0.3),
             ])
@@ -349,19 +453,24 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
                 pid.alias("pin_id"), title.alias("title"), desc.alias("description"),
                 images.paths.gather(im),
                 _null_unless(pl.Series("lang", np.asarray(LANGS)[lang]), has_text),
-                world.legacy(r, t, c),
+                world.legacy(r, t, c, a),
                 _null_unless(images.descriptions.gather(im), has_alt).alias("alt_text"),
             ]))
             truth_w.write(pl.DataFrame([
                 pid.alias("pin_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),
-                images.words.gather(im), images.descriptions.gather(im),
+                images.words.gather(im), images.descriptions.gather(im), _attr_names(a),
             ]))
-            # Board saves: most pins on 1 + Poisson boards, mostly boards of their own topic.
+            # Board saves: most pins on 1 + Poisson boards, mostly boards of their own topic, and
+            # mostly boards whose title names the pin's own style or occasion.
             saved = r.random(m) < cfg.on_board_share
             k = np.where(saved, 1 + r.poisson(cfg.extra_boards_mean, m), 0)
             rows = np.repeat(np.arange(m), k)
             bt = np.where(r.random(len(rows)) < cfg.board_topic_match, t[rows], world.topics(r, len(rows)))
-            b = boards.sampler.draw(r, bt, np.zeros(len(rows), np.int64))
+            own = (bt == t[rows]) & (r.random(len(rows)) < cfg.board_facet_match)
+            wanted = np.where(r.random(len(rows)) < 0.5, boards.facet(_STYLE, a[rows, _STYLE]),
+                              boards.facet(_OCCASION, a[rows, _OCCASION]))
+            facet = np.where(own, wanted, r.integers(0, boards.n_facets, len(rows)))
+            b = boards.sampler.draw(r, bt, facet)
             bp = pl.DataFrame([boards.ids.gather(b).alias("board_id"), pid.gather(rows).alias("pin_id")])
             bp_w.write(bp.unique(maintain_order=True))
             no_text += int((~has_text).sum())
@@ -370,7 +479,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
             bar.advance(m)
     stats.pins, stats.board_pins = n, bp_w.rows
     stats.pins_without_text, stats.pins_with_alt_text, stats.pins_on_a_board = no_text / n, alt / n, on_board / n
-    return _BlockSampler(topic, concept, weight, N_CONCEPTS), ids
+    return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS))
 
 
 def _names(topic: np.ndarray) -> pl.Series:
@@ -382,18 +491,28 @@ def _concept_words(topic: np.ndarray, concept: np.ndarray) -> pl.Series:
     return words.gather(topic.astype(np.int64) * N_CONCEPTS + concept)
 
 
+def _attr_names(attrs: np.ndarray) -> pl.Series:
+    """Ground truth: each row's attribute values as ``kind=value`` (English head words; -1 left out)."""
+    cols = []
+    for k, kind in enumerate(ATTRIBUTE_KINDS):
+        names = pl.Series([f"{kind}={s.split('|')[0]}" for s in ATTRIBUTES[kind]["en"].split(";")] + [None])
+        value = attrs[:, k].astype(np.int64)
+        cols.append(names.gather(np.where(value < 0, len(names) - 1, value)).alias(kind))
+    return pl.DataFrame(cols).select(pl.concat_list(pl.all()).list.drop_nulls().alias("attributes")).to_series()
+
+
 # ----------------------------------------------------------------------------- products
 def _products(world: _World, ws: Workspace, images: _Images, stats: WorldStats,
-              stack: contextlib.ExitStack) -> tuple[_BlockSampler, pl.Series]:
+              stack: contextlib.ExitStack) -> _Entities:
     cfg, v = world.cfg, world.vocab
     n = cfg.products
-    img, topic, concept, weight, ids = _draw_entities(world, images, _STREAM_PRODUCTS, n, "pr")
+    img, topic, concept, attrs, weight, ids = _draw_entities(world, images, _STREAM_PRODUCTS, n, "pr")
     prod_w = _TableWriter(ws, PRODUCTS, stack)
     truth_w = _TableWriter(ws, TRUTH_PRODUCTS, stack)
     for chunk, lo, hi in _chunks(n, cfg.entity_chunk_rows):
         r = _rng(world.seed, _STREAM_PRODUCTS, chunk + 1)
         m = hi - lo
-        t, c, im = topic[lo:hi], concept[lo:hi], img[lo:hi]
+        t, c, a, im = topic[lo:hi], concept[lo:hi], attrs[lo:hi], img[lo:hi]
         lang = world.langs(r, m)
         brand = v.brand(r, t)
 
@@ -401,34 +520,45 @@ def _products(world: _World, ws: Workspace, images: _Images, stats: WorldStats,
                  lang: np.ndarray = lang) -> np.ndarray:
             return maybe(r, v.misspell(r, v.concept(r, t, lang, cc), cfg.typo_prob), p)
 
-        title = v.join([maybe(r, brand, 0.5), maybe(r, v.modifier(r, lang), 0.3), word(1.0),
-                        word(0.5, _other_concept(r, c))])
-        desc = v.join([maybe(r, v.filler(r, lang), 0.3), word(1.0), word(0.8, _other_concept(r, c)),
-                       maybe(r, v.modifier(r, lang), 0.5), word(0.5, _other_concept(r, c))])
+        pre, post = _pre_post(_attr_words(world, r, t, lang, a, cfg.product_text_attr_prob))
+        title = v.join([maybe(r, brand, 0.5), maybe(r, v.modifier(r, lang), 0.3), *pre, word(1.0), *post,
+                        word(0.3, _other_concept(r, c))])
+        pre, post = _pre_post(_attr_words(world, r, t, lang, a, cfg.product_text_attr_prob))
+        desc = v.join([maybe(r, v.filler(r, lang), 0.3), *pre, word(1.0), *post, word(0.6, _other_concept(r, c)),
+                       maybe(r, v.modifier(r, lang), 0.5), word(0.4, _other_concept(r, c))])
         pid = ids.slice(lo, m)
         prod_w.write(pl.DataFrame([
             pid.alias("product_id"), _titlecase_some(title, r.random(m) < 0.5).alias("title"),
             _null_unless(desc, r.random(m) < cfg.product_description_prob).alias("description"),
             _null_unless(v.join([brand]), r.random(m) < cfg.product_brand_prob).alias("brand"),
-            images.paths.gather(im), world.legacy(r, t, c),
+            images.paths.gather(im), world.legacy(r, t, c, a),
         ]))
         truth_w.write(pl.DataFrame([
             pid.alias("product_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),
-            images.words.gather(im), images.descriptions.gather(im),
+            images.words.gather(im), images.descriptions.gather(im), _attr_names(a),
         ]))
     stats.products = n
-    return _BlockSampler(topic, concept, weight, N_CONCEPTS), ids
+    return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS))
 
 
 # ----------------------------------------------------------------------------- boards
 @dataclass
 class _Boards:
+    """Boards as pin saves draw them: by (topic, facet), facet 0 = a title naming neither a style
+    nor an occasion, then one facet per style value and per occasion value."""
+
     ids: pl.Series
     sampler: _BlockSampler
+    n_style: int
+    n_facets: int
+
+    def facet(self, kind: int, value: np.ndarray) -> np.ndarray:
+        """The facet of a style (``kind`` = style) or occasion value."""
+        return 1 + value.astype(np.int64) + (0 if kind == _STYLE else self.n_style)
 
 
 def _boards(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.ExitStack) -> _Boards:
-    """Boards and their human-written titles; the sampler draws boards by topic (one block each)."""
+    """Boards and their human-written titles: topic word, often a style or occasion word."""
     cfg, v = world.cfg, world.vocab
     r = _rng(world.seed, _STREAM_BOARDS)
     n = cfg.boards
@@ -438,8 +568,13 @@ def _boards(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.E
     concept = np.where(r.random(n) < 0.5, 0, r.integers(0, N_CONCEPTS, n))
     generic = r.random(n) < cfg.board_generic_title_prob
     keyword = v.misspell(r, v.concept(r, topic, lang, concept), cfg.board_typo_prob)
+    has_facet = ~generic & (r.random(n) < cfg.board_facet_prob)
+    kind = np.where(r.random(n) < 0.5, _STYLE, _OCCASION)
+    value = world.topic_values[topic, kind, r.integers(0, cfg.attr_values_per_topic, n)].astype(np.int64)
+    facet_word = v.misspell(r, v.attribute(r, kind, lang, np.where(has_facet, value, -1)), cfg.board_typo_prob)
     title = v.join([
         np.where(generic, -1, maybe(r, v.pick(r, v.board_prefix, n), cfg.board_prefix_prob)),
+        facet_word,
         np.where(generic, v.pick(r, v.board_generic, n), keyword),
         np.where(generic, -1, maybe(r, v.pick(r, v.board_suffix, n), cfg.board_suffix_prob)),
         maybe(r, v.pick(r, v.board_emoji, n), cfg.board_emoji_prob),
@@ -453,7 +588,10 @@ def _boards(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.E
     w.write(pl.DataFrame([ids.alias("board_id"), title.alias("title")]))
     stats.boards = n
     weight = _zipf_weights(r, n, cfg.entity_zipf)
-    return _Boards(ids, _BlockSampler(topic, np.zeros(n, np.int64), weight, 1))
+    n_style = int(v.attr_values[_STYLE])
+    n_facets = 1 + n_style + int(v.attr_values[_OCCASION])
+    facet = np.where(has_facet, 1 + value + np.where(kind == _STYLE, 0, n_style), 0)
+    return _Boards(ids, _BlockSampler(topic, facet, weight, n_facets), n_style, n_facets)
 
 
 # ----------------------------------------------------------------------------- queries
@@ -462,6 +600,8 @@ class _Queries:
     text: pl.Series
     topic: np.ndarray
     concept: np.ndarray
+    #: int8 [n, N_KINDS]: the value asked for per attribute kind, -1 where the query asks none.
+    asked: np.ndarray
     lang: np.ndarray
     cum: np.ndarray  # cumulative Zipf popularity, for drawing the query of each engagement
     sampler: _BlockSampler
@@ -473,47 +613,68 @@ def _queries(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.
     n = cfg.queries
     topic, lang = world.topics(r, n), world.langs(r, n)
     concept = r.integers(0, N_CONCEPTS, n)
+    # A concept plus 0-2 attributes of distinct kinds: each row ranks the kinds at random and asks
+    # for the first ``n_attr``.
+    n_attr = r.choice(3, n, p=np.asarray(cfg.query_attr_counts) / sum(cfg.query_attr_counts))
+    kind_rank = np.argsort(np.argsort(r.random((n, N_KINDS)), axis=1), axis=1)
+    asked = np.where(kind_rank < n_attr[:, None], world.attributes(r, topic, tuple(range(N_KINDS))), -1)
+    words = [v.misspell(r, v.attribute(r, k, lang, asked[:, k].astype(np.int64)), cfg.query_typo_prob)
+             for k in range(N_KINDS)]
+    pre_lang = np.isin(lang, _PRE_LANGS)
+    pre = [np.where(pre_lang, words[k], -1) for k in _PRE_KINDS]
+    post = [np.where(pre_lang & (k in _PRE_KINDS), -1, words[k]) for k in range(N_KINDS)]
     before = r.random(n) < 0.5
     mod = maybe(r, v.modifier(r, lang), cfg.query_modifier_prob)
     first = v.misspell(r, v.concept(r, topic, lang, concept), cfg.query_typo_prob)
-    second = maybe(r, v.misspell(r, v.concept(r, topic, lang, _other_concept(r, concept)), cfg.query_typo_prob),
-                   cfg.query_second_concept_prob)
-    text = v.join([np.where(before, mod, -1), first, second, np.where(before, -1, mod)])
+    text = v.join([np.where(before, mod, -1), *pre, first, *post, np.where(before, -1, mod)])
     # Popularity: a string drawn k times from the intent distribution is a common way to ask, so
     # queries are ranked by that count within their language (misspellings and long queries
     # fall to the tail), and get Zipf weights rank^-s scaled to the language's share.
-    df = (pl.DataFrame({"query": text, "topic": topic, "concept": concept, "lang": lang})
+    kinds = [f"a{k}" for k in range(N_KINDS)]
+    df = (pl.DataFrame({"query": text, "topic": topic, "concept": concept, "lang": lang,
+                        **{c: asked[:, k] for k, c in enumerate(kinds)}})
           .group_by("query", maintain_order=True)
-          .agg(pl.col("topic", "concept", "lang").first(), pl.len().alias("n")))
+          .agg(pl.col("topic", "concept", "lang", *kinds).first(), pl.len().alias("n")))
     df = (df.with_columns(key=pl.col("n") + r.random(len(df)))  # random order among equal counts
           .with_columns(rank=pl.col("key").rank("ordinal", descending=True).over("lang"))
           .with_columns(w=pl.col("rank").cast(pl.Float64).pow(-cfg.query_zipf))
           .with_columns(w=pl.col("w") / pl.col("w").sum().over("lang")))
     topic, concept, lang, weight = (df[c].to_numpy() for c in ("topic", "concept", "lang", "w"))
+    asked = df.select(kinds).to_numpy().astype(np.int8)
     weight = weight * world.lang_p[lang]
     w = _TableWriter(ws, TRUTH_QUERIES, stack)
     w.write(pl.DataFrame([df["query"], _names(topic).alias("topic"), _concept_words(topic, concept).alias("concept"),
-                          pl.Series("lang", np.asarray(LANGS)[lang])]))
+                          pl.Series("lang", np.asarray(LANGS)[lang]), _attr_names(asked)]))
     stats.queries = len(df)
-    return _Queries(df["query"], topic, concept, lang, np.cumsum(weight) / weight.sum(),
+    stats.query_attr_counts = np.bincount((asked >= 0).sum(axis=1), minlength=3)[:3].tolist()
+    stats.query_attr_counts = [round(c / len(df), 4) for c in stats.query_attr_counts]
+    return _Queries(df["query"], topic, concept, asked, lang, np.cumsum(weight) / weight.sum(),
                     _BlockSampler(topic, concept, weight, N_CONCEPTS))
 
 
 # ----------------------------------------------------------------------------- engagements
-def _engagements(world: _World, ws: Workspace, q: _Queries, pins: tuple[_BlockSampler, pl.Series],
-                 products: tuple[_BlockSampler, pl.Series], stats: WorldStats,
-                 stack: contextlib.ExitStack) -> None:
+def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept: np.ndarray, asked: np.ndarray,
+          cfg: WorldConfig) -> np.ndarray:
+    """The engaged entity of each row: of ``attr_candidates`` popularity draws in the (topic,
+    concept) block, the first matching most of the asked attributes (with ``attr_match``)."""
+    k = cfg.attr_candidates
+    cand = ents.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
+    match = ((asked[:, None, :] >= 0) & (ents.attrs[cand] == asked[:, None, :])).sum(axis=2)
+    best = np.where(rng.random(len(topic)) < cfg.attr_match, np.argmax(match, axis=1), 0)
+    return cand[np.arange(len(topic)), best]
+
+
+def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, products: _Entities,
+                 stats: WorldStats, stack: contextlib.ExitStack) -> None:
     cfg = world.cfg
     n = cfg.engagements
-    pin_sampler, pin_ids = pins
-    prod_sampler, prod_ids = products
-    n_pins, n_prods = len(pin_ids), len(prod_ids)
+    n_pins, n_prods = len(pins.ids), len(products.ids)
     # One id space for all three kinds, so an engagement's entity_id is a single gather.
-    all_ids = pl.concat([pin_ids, prod_ids, q.text.alias("id")])
-    actions = pl.Series(ACTION_NAMES)
-    pin_act = np.array([ACTION_NAMES.index(a) for a in cfg.pin_actions])
+    all_ids = pl.concat([pins.ids, products.ids, q.text.alias("id")])
+    actions = pl.Series(ACTIONS)
+    pin_act = np.array([ACTIONS.index(a) for a in cfg.pin_actions])
     pin_act_p = np.array(list(cfg.pin_actions.values()))
-    prod_act = np.array([ACTION_NAMES.index(a) for a in cfg.product_actions])
+    prod_act = np.array([ACTIONS.index(a) for a in cfg.product_actions])
     prod_act_p = np.array(list(cfg.product_actions.values()))
     type_p = np.asarray(cfg.entity_type_shares) / sum(cfg.entity_type_shares)
     start = cfg.end - timedelta(days=cfg.days)
@@ -533,13 +694,13 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: tuple[_BlockSa
             topic = np.where(r.random(m) < cfg.topic_match, q.topic[qi], world.topics(r, m))
             concept = np.where(r.random(m) < cfg.concept_match, q.concept[qi], r.integers(0, N_CONCEPTS, m))
             gidx = np.empty(m, np.int64)
-            action = np.full(m, ACTION_NAMES.index("click"))
-            for kind, sampler, offset, acts, act_p in (
-                (0, pin_sampler, 0, pin_act, pin_act_p),
-                (1, prod_sampler, n_pins, prod_act, prod_act_p),
+            action = np.full(m, ACTIONS.index("click"))
+            for kind, ents, offset, acts, act_p in (
+                (0, pins, 0, pin_act, pin_act_p),
+                (1, products, n_pins, prod_act, prod_act_p),
             ):
                 sel = etype == kind
-                gidx[sel] = offset + sampler.draw(r, topic[sel], concept[sel])
+                gidx[sel] = offset + _pick(r, ents, topic[sel], concept[sel], q.asked[qi[sel]], cfg)
                 action[sel] = r.choice(acts, int(sel.sum()), p=act_p)
             sel = etype == 2
             related = q.sampler.draw(r, topic[sel], concept[sel])

@@ -1,10 +1,12 @@
-"""Procedural entity images: a topic's shape on its background, in its concept's colour.
+"""Procedural entity images: a topic's shape on its background, filled in the entity's colour and
+pattern, inside a frame whose colour is the concept's.
 
-Each topic owns one (shape, background) pair and each concept one fill colour (see
-:mod:`~omnisearchsage.sample_data.lexicon`), so the pixels determine the topic and concept
-words and a captioner can learn to recover them. Count, size, position and colour jitter vary
-per image so no two files are identical. Images are small PNGs (lossless, so a seed gives
-identical bytes).
+Each topic owns one (shape, background) pair, each concept slot one frame colour, and the
+entity's visual attributes (``colour``, ``pattern``) are the shapes' fill colour and fill pattern
+(see :mod:`~omnisearchsage.sample_data.lexicon`), so the pixels determine the topic, concept,
+colour and pattern words and a captioner can learn to recover them. Count, size, position and
+colour jitter vary per image so no two files are identical. Images are small PNGs (lossless, so
+a seed gives identical bytes).
 """
 from __future__ import annotations
 
@@ -15,12 +17,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omnisearchsage.sample_data.lexicon import BACKGROUNDS, COUNT_WORDS, FILLS, SHAPES, TOPICS
+from omnisearchsage.sample_data.lexicon import (
+    BACKGROUNDS,
+    COUNT_WORDS,
+    FILLS,
+    FRAMES,
+    PATTERNS,
+    SHAPES,
+    TOPICS,
+)
 
 #: Shape radius as a fraction of the image side: one big shape, or up to three smaller ones.
 _SINGLE_RADIUS = (0.22, 0.32)
 _MULTI_RADIUS = (0.12, 0.18)
 _STAR_INNER = 0.45
+#: The frame (concept colour) is this fraction of the image side wide.
+_FRAME = 0.07
+#: Pattern marks (stripes, dots, checks) are drawn in this colour inside the shapes, every
+#: ``_PATTERN_PERIOD`` of the image side.
+_PATTERN_INK = (250, 250, 250)
+_PATTERN_PERIOD = 0.125
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,9 @@ class ImageSpec:
     topic: int
     concept: int
     count: int
+    #: Indices into the lexicon's ``colour`` values (= FILLS) and ``pattern`` values (= PATTERNS).
+    colour: int = 0
+    pattern: int = 0
 
     @property
     def shape(self) -> str:
@@ -41,7 +60,11 @@ class ImageSpec:
 
     @property
     def fill(self) -> str:
-        return list(FILLS)[self.concept % len(FILLS)]
+        return list(FILLS)[self.colour]
+
+    @property
+    def pattern_word(self) -> str:
+        return PATTERNS[self.pattern]
 
     @property
     def topic_word(self) -> str:
@@ -53,15 +76,17 @@ class ImageSpec:
 
     @property
     def description(self) -> str:
-        """The alt text: e.g. ``two red circles on a white background, kitchen knife``."""
+        """The alt text: e.g. ``two red striped circles on a white background, kitchen knife``."""
         plural = "es" if self.shape.endswith(("s", "x")) else "s"
         noun = self.shape if self.count == 1 else self.shape + plural
-        return f"{COUNT_WORDS[self.count - 1]} {self.fill} {noun} on a {self.background} background, {self._subject}"
+        return (f"{COUNT_WORDS[self.count - 1]} {self.fill} {self.pattern_word} {noun} "
+                f"on a {self.background} background, {self._subject}")
 
     @property
     def words(self) -> list[str]:
-        """The content words of :attr:`description`, as a captioner should say them."""
-        return [self.fill, self.shape, self.background, *self._subject.split()]
+        """The content words of :attr:`description`, as a captioner should say them: fill colour,
+        pattern, shape, background, then the topic and concept words."""
+        return [self.fill, self.pattern_word, self.shape, self.background, *self._subject.split()]
 
     @property
     def _subject(self) -> str:
@@ -102,15 +127,39 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(f"unknown shape {shape!r}")
 
 
+def _pattern_mask(pattern: str, size: int) -> Image.Image:
+    """Where a pattern's marks go (255) over the whole image; the shapes' mask then clips them."""
+    period = max(4, round(size * _PATTERN_PERIOD))
+    y, x = np.mgrid[0:size, 0:size]
+    if pattern == "striped":
+        marks = (y % period) < period // 3
+    elif pattern == "polka dot":
+        c = period // 2
+        marks = ((x % period - c) ** 2 + (y % period - c) ** 2) <= (period / 4) ** 2
+    elif pattern == "checked":
+        marks = ((x // (period // 2)) + (y // (period // 2))) % 2 == 0
+    else:
+        marks = np.zeros((size, size), bool)
+    return Image.fromarray((marks * 255).astype(np.uint8), mode="L")
+
+
 def draw_image(spec: ImageSpec, rng: np.random.Generator, size: int, jitter: int) -> Image.Image:
-    """Render ``spec`` as an RGB image of ``size`` x ``size`` pixels."""
+    """Render ``spec`` as an RGB image of ``size`` x ``size`` pixels: shapes filled with the colour
+    and the pattern's marks, then the concept's frame on top (so a corner shows the frame)."""
     img = Image.new("RGB", (size, size), _jitter(BACKGROUNDS[spec.background], rng, jitter))
-    draw = ImageDraw.Draw(img)
+    shapes = Image.new("L", (size, size), 0)
+    draw, mask = ImageDraw.Draw(img), ImageDraw.Draw(shapes)
     lo, hi = _SINGLE_RADIUS if spec.count == 1 else _MULTI_RADIUS
     for _ in range(spec.count):
         r = size * rng.uniform(lo, hi)
         cx, cy = rng.uniform(r, size - r, 2)
         _draw_shape(draw, spec.shape, float(cx), float(cy), float(r), _jitter(FILLS[spec.fill], rng, jitter))
+        _draw_shape(mask, spec.shape, float(cx), float(cy), float(r), 255)  # type: ignore[arg-type]
+    marks = np.minimum(np.asarray(_pattern_mask(spec.pattern_word, size)), np.asarray(shapes))
+    img.paste(_PATTERN_INK, mask=Image.fromarray(marks))
+    width = max(2, round(size * _FRAME))
+    ImageDraw.Draw(img).rectangle((0, 0, size - 1, size - 1), outline=_jitter(FRAMES[spec.concept], rng, jitter),
+                                  width=width)
     return img
 
 

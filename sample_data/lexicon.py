@@ -282,3 +282,53 @@ BACKGROUNDS = {"white": (245, 245, 240), "black": (20, 20, 24), "grey": (128, 12
 FILLS = {"red": (215, 35, 35), "orange": (240, 140, 20), "yellow": (245, 220, 40),
          "green": (40, 160, 60), "blue": (40, 90, 220), "purple": (140, 50, 170)}
 COUNT_WORDS = ("one", "two", "three")
+
+#: Entity attributes, one value of each kind per entity (see ``generate.py``). Each kind lists its
+#: values per language in the same order (``;`` between values, ``|`` between synonyms); a topic uses
+#: a few values of each kind (drawn per world). ``colour`` is the shapes' fill and ``pattern`` how
+#: they are filled, so both are visible in the image; the other kinds are not.
+ATTRIBUTE_KINDS = ("colour", "pattern", "material", "style", "occasion", "audience")
+VISUAL_KINDS = ("colour", "pattern")
+ATTRIBUTES: dict[str, dict[str, str]] = {
+    "colour": {
+        "en": "red;orange;yellow;green;blue;purple",
+        "fr": "rouge;orange;jaune;vert;bleu;violet",
+        "de": "rot;orange;gelb;grün;blau;lila",
+        "es": "rojo;naranja;amarillo;verde;azul;morado",
+    },
+    "pattern": {
+        "en": "plain|solid;striped;polka dot|dotted;checked|plaid",
+        "fr": "uni;rayé;à pois;à carreaux",
+        "de": "einfarbig;gestreift;gepunktet;kariert",
+        "es": "liso;de rayas;de lunares;de cuadros",
+    },
+    "material": {
+        "en": "wood|wooden;metal;glass;cotton;leather;ceramic;linen;marble",
+        "fr": "bois;métal;verre;coton;cuir;céramique;lin;marbre",
+        "de": "holz;metall;glas;baumwolle;leder;keramik;leinen;marmor",
+        "es": "madera;metal;vidrio;algodón;cuero;cerámica;lino;mármol",
+    },
+    "style": {
+        "en": "boho|bohemian;minimalist;rustic;scandinavian|scandi;industrial;glam;farmhouse;retro",
+        "fr": "bohème;minimaliste;rustique;scandinave;industriel;glamour;champêtre;rétro",
+        "de": "boho;minimalistisch;rustikal;skandinavisch;industriell;glamourös;landhaus;retro",
+        "es": "bohemio;minimalista;rústico;escandinavo;industrial;glamuroso;campestre;retro",
+    },
+    "occasion": {
+        "en": "everyday;party;holiday;date night;summer;winter;weekend;gift",
+        "fr": "quotidien;fête;vacances;soirée en amoureux;été;hiver;week-end;cadeau",
+        "de": "alltag;party;urlaub;date night;sommer;winter;wochenende;geschenk",
+        "es": "diario;fiesta;vacaciones;cita romántica;verano;invierno;fin de semana;regalo",
+    },
+    "audience": {
+        "en": "for women|womens;for men|mens;for kids|kids;for teens;for couples;for seniors",
+        "fr": "pour femme;pour homme;pour enfants;pour ados;pour couples;pour seniors",
+        "de": "für damen;für herren;für kinder;für teenager;für paare;für senioren",
+        "es": "para mujer;para hombre;para niños;para adolescentes;para parejas;para mayores",
+    },
+}
+#: Image vocabulary for patterns (the English head word of each ``pattern`` value, same order).
+PATTERNS = ("plain", "striped", "polka dot", "checked")
+#: A concept is drawn as the colour of the image's frame (concept index -> frame colour), so the
+#: pixels show the concept too; these colours differ from every fill and background.
+FRAMES = ((255, 105, 180), (0, 200, 210), (30, 40, 140), (120, 130, 20), (150, 20, 60), (0, 110, 100))

@@ -12,6 +12,8 @@ import numpy as np
 import polars as pl
 
 from omnisearchsage.sample_data.lexicon import (
+    ATTRIBUTE_KINDS,
+    ATTRIBUTES,
     BOARD_EMOJI,
     BOARD_GENERIC,
     BOARD_PREFIXES,
@@ -46,6 +48,8 @@ class Vocab:
     ``concept_start[t, l, c]`` / ``concept_n[t, l, c]``: the synonyms of concept ``c`` of topic
     ``t`` in language ``l`` are form ids ``start .. start + n``. Modifiers, fillers, board
     prefixes/suffixes/emoji/generic titles and brands are ranges of the same id space.
+    ``attr_start[k, l, v]`` / ``attr_n[k, l, v]``: the synonyms of value ``v`` of attribute kind
+    ``k`` (:data:`~omnisearchsage.sample_data.lexicon.ATTRIBUTE_KINDS` order) in language ``l``.
     ``typo[id, k]`` is the id of the k-th misspelling of base form ``id``.
     """
 
@@ -67,6 +71,17 @@ class Vocab:
                     raise ValueError(f"lexicon: topic {topic.name!r} has {len(concepts)} concepts in {lang}")
                 for c, synonyms in enumerate(concepts):
                     self.concept_start[t, li, c], self.concept_n[t, li, c] = add(synonyms)
+        n_values = [len(ATTRIBUTES[k]["en"].split(";")) for k in ATTRIBUTE_KINDS]
+        self.attr_values = np.array(n_values, np.int64)
+        self.attr_start = np.zeros((len(ATTRIBUTE_KINDS), n_l, max(n_values)), np.int64)
+        self.attr_n = np.zeros_like(self.attr_start)
+        for k, kind in enumerate(ATTRIBUTE_KINDS):
+            for li, lang in enumerate(LANGS):
+                values = ATTRIBUTES[kind][lang].split(";")
+                if len(values) != n_values[k]:
+                    raise ValueError(f"lexicon: attribute {kind!r} has {len(values)} values in {lang}")
+                for v, synonyms in enumerate(values):
+                    self.attr_start[k, li, v], self.attr_n[k, li, v] = add(synonyms.split("|"))
         n_mod = len(MODIFIERS["en"].split(";"))
         self.modifier_start = np.zeros((n_l, n_mod), np.int64)
         self.modifier_n = np.zeros((n_l, n_mod), np.int64)
@@ -109,6 +124,13 @@ class Vocab:
         """One synonym of each row's (topic, language, concept)."""
         start, n = self.concept_start[topic, lang, concept], self.concept_n[topic, lang, concept]
         return start + (rng.random(len(topic)) * n).astype(np.int64)
+
+    def attribute(self, rng: np.random.Generator, kind: np.ndarray | int, lang: np.ndarray,
+                  value: np.ndarray) -> np.ndarray:
+        """One synonym of each row's attribute value (``value`` -1: no word, slot id -1)."""
+        v = np.maximum(value, 0)
+        start, n = self.attr_start[kind, lang, v], self.attr_n[kind, lang, v]
+        return np.where(value >= 0, start + (rng.random(len(lang)) * n).astype(np.int64), -1)
 
     def modifier(self, rng: np.random.Generator, lang: np.ndarray) -> np.ndarray:
         m = rng.integers(0, self.modifier_start.shape[1], len(lang))

@@ -39,10 +39,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from omnisearchsage.errors import OmniError
+from omnisearchsage.features.text import has_words
 from omnisearchsage.serving.cache import CachedEncoder, QueryCache, QueryEncoder
 from omnisearchsage.serving.config import ServeConfig
 from omnisearchsage.serving.entity_index import EntityIndex
 from omnisearchsage.serving.errors import ApiError, json_response, register_error_handlers
+from omnisearchsage.serving.limits import BodyLimit
 from omnisearchsage.serving.metrics import Instrument, ServiceMetrics
 from omnisearchsage.serving.schemas import EmbedRequest, SearchRequest, check_query
 
@@ -83,14 +85,16 @@ def build_app(
         version=encoder.version,
     )
     register_error_handlers(app)
-    app.add_middleware(Instrument, metrics=metrics, max_body_bytes=cfg.max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=cfg.max_body_bytes, body_timeout_s=cfg.body_timeout_s)
+    app.add_middleware(Instrument, metrics=metrics)  # outermost: refused bodies are counted too
     app.state.cached_encoder, app.state.index, app.state.metrics = cached, index, metrics
 
     async def vectors(queries: Sequence[str], fields: Sequence[str]) -> np.ndarray:
         lookup = cached.lookup(queries)  # normalises each query, once
-        empty = next((f for f, t in zip(fields, lookup.texts) if not t), None)
+        empty = next((f for f, t in zip(fields, lookup.texts) if not has_words(t, normalized=True)), None)
         if empty is not None:
-            raise ApiError(422, "empty_query", f"{empty} is empty or whitespace")
+            raise ApiError(422, "empty_query", f"{empty} has no word (empty, or only whitespace, punctuation, "
+                                               "NUL or zero-width characters)")
         hits = lookup.hits
         metrics.cache_hits.inc(hits)
         if not lookup.missing:

@@ -27,16 +27,26 @@ class ServeConfig:
     workers: int = 1
     #: Seconds a cached query embedding stays valid [paper: 30 days].
     cache_ttl_s: float = 30 * _DAY_S
-    #: Most cached queries per worker; least recently used go first. At 256-d float32 an
-    #: entry costs about 1.3 KiB with Python overhead, so 100k entries ≈ 130 MiB.
+    #: Most cached queries per worker; least recently used go first. An entry costs its vector
+    #: (4 bytes a dimension) plus Python and allocator overhead: README "Cache" has the measured
+    #: bytes per entry (``bench/cache_memory.py``).
     cache_max_entries: int = 100_000
     #: Longest query accepted, in UTF-8 bytes (before normalisation).
     max_query_bytes: int = 1024
     #: Most queries in one POST /embed.
     max_batch_queries: int = 256
-    #: Largest request body accepted (413 above it), checked before the body is read.
-    #: JSON escapes can make a 1 KiB query 6 KiB on the wire, so this is generous.
+    #: Largest request body accepted (413 above it), whatever the transfer encoding: counted as
+    #: it arrives, never read past. JSON escapes can make a 1 KiB query 6 KiB on the wire, so this
+    #: is generous.
     max_body_bytes: int = 2 * 1024 * 1024
+    #: Seconds a request body may take to arrive in full (408 after); see ``limits.py``.
+    body_timeout_s: float = 10.0
+    #: Largest request line + headers, bytes (400 above it).
+    max_header_bytes: int = 16 * 1024
+    #: Seconds a connection may take to send a request's line and headers (closed after).
+    header_timeout_s: float = 10.0
+    #: Seconds an idle keep-alive connection stays open.
+    keep_alive_s: float = 5.0
     #: ``k`` of POST /search when the request does not give one, and the most allowed.
     default_k: int = 10
     max_k: int = 1000
@@ -109,6 +119,9 @@ class ServeConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_body_bytes", "max_header_bytes", "body_timeout_s", "header_timeout_s", "keep_alive_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.cache_ttl_s <= 0:
             raise ValueError(f"cache_ttl_s must be > 0, got {self.cache_ttl_s}")
         if self.default_k > self.max_k:

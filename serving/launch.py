@@ -20,6 +20,7 @@ from omnisearchsage.model.io import load_embeddings, load_query_encoder
 from omnisearchsage.search.ann import resolve_backend
 from omnisearchsage.serving.app import build_app
 from omnisearchsage.serving.config import ServeConfig
+from omnisearchsage.serving.limits import uvicorn_limits
 from omnisearchsage.serving.metrics import ENV_PROMETHEUS_DIR, multiprocess_metrics
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def run_server(export_dir: Path, cfg: ServeConfig) -> None:
         "port": cfg.port,
         "access_log": False,
         "timeout_graceful_shutdown": cfg.graceful_shutdown_s,
+        **uvicorn_limits(cfg),
     }
     if cfg.workers == 1:
         configure_threads(cfg)

@@ -15,7 +15,6 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omnisearchsage.serving.config import ServeConfig
-from omnisearchsage.serving.errors import error_response
 
 #: prometheus_client's switch into multiprocess mode; ``run_server`` sets it for several workers.
 ENV_PROMETHEUS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -103,14 +102,14 @@ class ServiceMetrics:
 
 
 class Instrument:
-    """Pure ASGI middleware: counts and times every request, and refuses oversize bodies unread.
+    """Pure ASGI middleware: counts and times every request (body limits: ``limits.py``).
 
     Pure ASGI rather than ``BaseHTTPMiddleware``: the latter adds a task and a
     stream per request, a measurable cost at thousands of requests per second.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,15 +127,6 @@ class Instrument:
             await send(message)
 
         try:
-            size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-            if size is not None and size.isdigit() and int(size) > self.max_body_bytes:
-                response = error_response(
-                    413,
-                    "body_too_large",
-                    f"request body is {int(size)} bytes; the limit is {self.max_body_bytes}",
-                )
-                await response(scope, receive, send_status)
-            else:
-                await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
             self.metrics.observe(endpoint, status, time.perf_counter() - start)

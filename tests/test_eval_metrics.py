@@ -12,6 +12,7 @@ from omnisearchsage.evaluation.metrics import (
     bootstrap_ci,
     count_ranks,
     ndcg_at_k,
+    paired_bootstrap_diff,
     query_recall_at_k,
     rank_metrics,
 )
@@ -140,3 +141,21 @@ def test_random_scorer_is_the_same_in_any_block_grouping():
     s = RandomScorer(9, seed=4)
     together = s.block(np.array([2, 5]))
     assert torch.equal(together[1], s.block(np.array([5]))[0])
+
+
+def test_paired_bootstrap_separates_a_consistent_small_lead_that_separate_intervals_cannot():
+    # 200 queries of 1-3 positive pairs; system a finds one more pair than b on every 10th query
+    # and otherwise the same pairs, so a - b > 0 on every resample although the two systems'
+    # own intervals overlap widely (the queries vary far more than the systems differ).
+    rng = np.random.default_rng(1)
+    n_pos = rng.integers(1, 4, size=200).astype(float)
+    hits_b = np.floor(n_pos * rng.random(200))
+    hits_a = hits_b + ((np.arange(200) % 10 == 0) & (hits_b < n_pos))
+    diff, lo, hi = paired_bootstrap_diff(hits_a, hits_b, n_pos, 500, 0.95, 0)
+    assert diff == pytest.approx((hits_a.sum() - hits_b.sum()) / n_pos.sum())
+    assert 0 < lo <= diff <= hi
+    a_lo, _ = bootstrap_ci(hits_a, n_pos, 500, 0.95, 0)
+    _, b_hi = bootstrap_ci(hits_b, n_pos, 500, 0.95, 0)
+    assert a_lo < b_hi  # separately, the intervals overlap
+    # A system against itself differs by exactly 0 on every resample.
+    assert paired_bootstrap_diff(hits_a, hits_a, n_pos, 100, 0.95, 0) == (0.0, 0.0, 0.0)

@@ -16,6 +16,7 @@ from omnisearchsage.contract import ENGAGEMENTS, PINS, PRODUCTS, TRUTH_PINS, TRU
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import EmbeddingModel, evaluate, load_heldout
 from omnisearchsage.evaluation.report import write_report
+from omnisearchsage.features.text import normalize
 from omnisearchsage.split import TimeSplit
 
 DIM = 264  # > the tiny world's 256-d legacy embeddings, so the compat prefix exists
@@ -111,7 +112,8 @@ def test_relevance_set_is_the_on_topic_part_of_the_test_pins(random_eval, tiny_w
     rel = ev.heldout.filter(pl.col("action") == "relevance")
     engaged = ev.heldout.filter((pl.col("entity_type") == "pin") & (pl.col("action") != "relevance"))
     assert 0 < len(rel) < engaged.unique(["query", "entity_id"]).height  # noise engagements are left out
-    truth_q = pl.read_parquet(tiny_ws.path(TRUTH_QUERIES)).with_columns(pl.col("query").str.to_lowercase())
+    truth_q = pl.read_parquet(tiny_ws.path(TRUTH_QUERIES))
+    truth_q = truth_q.with_columns(query=pl.Series([normalize(q) for q in truth_q["query"]])).unique("query")
     truth_p = pl.read_parquet(tiny_ws.path(TRUTH_PINS))
     checked = rel.join(truth_q, on="query").join(truth_p, left_on="entity_id", right_on="pin_id", suffix="_pin")
     assert len(checked) == len(rel) and (checked["topic"] == checked["topic_pin"]).all()

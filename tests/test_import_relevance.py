@@ -14,8 +14,8 @@ from omnisearchsage.cli.app import app
 from omnisearchsage.contract import ENGAGEMENTS, RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
-from omnisearchsage.evaluation.evaluate import EmbeddingModel, evaluate
-from omnisearchsage.evaluation.relevance import RelevanceMetrics
+from omnisearchsage.evaluation.evaluate import EmbeddingModel, Evaluation, evaluate
+from omnisearchsage.evaluation.relevance import RelevanceMetrics, write_topk
 from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.importers.relevance import import_relevance
 from omnisearchsage.split import TimeSplit
@@ -116,3 +116,31 @@ def test_readme_metrics_by_hand_with_product_id_tie_break(tmp_path):
     # BM25 over titles puts the red shoes first and the blue wool hat first for its query.
     bm25 = results["relevance"]["systems"]["bm25-title"]
     assert bm25["pair_recall@10"] == 1.0 and bm25["query_recall@10"] == 1.0
+
+
+def test_test_queries_that_normalise_alike_stay_separate_queries_with_their_own_labels(tmp_path):
+    # "Red Shoes" and "red shoes" normalise to the same text but are two test queries of the data
+    # set (its evaluator matches the raw string): each keeps its own labels and counts on its own.
+    # "straw hat" has no positive (label < 4) but a gain: it counts in nDCG only, as the README says.
+    test = ("query,product_id,label\nred shoes,p03,4\nred shoes,p08,4\nRed Shoes,p05,4\nRed Shoes,p03,2\n"
+            "blue hat,p12,4\nblue hat,p11,1\nstraw hat,p11,3\n")
+    import_relevance(*write_set(tmp_path / "cf", test=test), tmp_path / "ws", NO_EMBED)
+    ws = Workspace(tmp_path / "ws")
+    cfg = EvalConfig(ann=(), baselines=(), bootstrap_samples=50)
+    model_ = constant_model([f"p{i:02d}" for i in range(1, 13)])
+    results = evaluate(ws, model_, cfg, [RelevanceMetrics()])[0]["relevance"]
+    model = results["systems"]["model"]
+    assert results["test_queries"] == 4 and results["test_queries_with_positive"] == 3
+    assert results["positive_pairs"] == 4
+    # Ranking p01..p12 for every query. red shoes: p03 rank 3, p08 rank 7 (p03 filtered out);
+    # Red Shoes: p05 rank 5 (p03 is not its positive); blue hat: p12 rank 12.
+    assert model["pair_recall@10"] == pytest.approx(3 / 4)
+    assert model["query_recall@10"] == pytest.approx(2 / 3)
+    # Gains (label - 1): red shoes finds both 3s (nDCG 1 only if at ranks 1-2), Red Shoes its 1 at rank 3 and 3 at 5.
+    red = (3 / math.log2(4) + 3 / math.log2(9)) / (3 + 3 / math.log2(3))
+    red_cap = (1 / math.log2(4) + 3 / math.log2(6)) / (3 + 1 / math.log2(3))
+    # blue hat finds nothing in its top 10, nor straw hat (p11 at rank 11).
+    assert model["ndcg@10"] == pytest.approx((red + red_cap + 0.0 + 0.0) / 4)
+    top = pl.read_csv(write_topk(Evaluation(ws, model_, cfg), tmp_path / "top.csv"))
+    assert top.group_by("query").len()["len"].to_list() == [12] * 4
+    assert set(top["query"]) == {"red shoes", "Red Shoes", "blue hat", "straw hat"}

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Package folders in pipeline order; a module may import its own layer and earlier ones only.
 #: (cli/ and orchestration/ may import everything; tests and bench are outside the package.)
 LAYERS = [
-    {"contract", "errors", "atomic", "progress", "sql", "split", "validate", "text_encoders", "__init__"},
+    {"contract", "errors", "atomic", "progress", "sql", "quality", "split", "validate", "text_encoders", "__init__"},
     {"sample_data", "importers", "enrich", "features"},
     {"model"},
     {"search"},

@@ -24,7 +24,15 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.sample_data.config import world_config
 from omnisearchsage.sample_data.generate import generate_world
 from omnisearchsage.sample_data.images import ImageSpec
-from omnisearchsage.sample_data.lexicon import BACKGROUNDS, FILLS, TOPICS
+from omnisearchsage.sample_data.lexicon import (
+    ATTRIBUTE_KINDS,
+    ATTRIBUTES,
+    BACKGROUNDS,
+    FILLS,
+    FRAMES,
+    LANGS,
+    TOPICS,
+)
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.validate import validate_workspace
 
@@ -150,19 +158,139 @@ def test_legacy_embeddings_are_a_noisy_function_of_topic(tiny_ws: Workspace) -> 
     assert sims[same].mean() < 0.9  # noisy: not a lookup table of the topic
 
 
-def test_images_show_the_topic_background_and_concept_colour(tiny_ws: Workspace) -> None:
+def test_images_show_topic_concept_colour_and_pattern(tiny_ws: Workspace) -> None:
     truth = _read(tiny_ws, TRUTH_PINS).join(_read(tiny_ws, PINS).select("pin_id", "image_path"), on="pin_id")
+    concepts = {name: [c[0] for c in t.concepts("en")] for name, t in ((t.name, t) for t in TOPICS)}
     for row in truth.head(25).iter_rows(named=True):
-        background, fill = row["image_words"][2], row["image_words"][0]
-        pixels = np.asarray(Image.open(tiny_ws.root / row["image_path"]).convert("RGB")).reshape(-1, 3).astype(int)
-        # Shapes stay inside the frame, so a corner is background.
-        assert np.abs(pixels[0] - np.array(BACKGROUNDS[background])).max() <= 20
-        assert (np.abs(pixels - np.array(FILLS[fill])).max(axis=1) <= 20).any()
+        fill, pattern, background = row["image_words"][0], row["image_words"][1], row["image_words"][3]
+        attrs = dict(a.split("=") for a in row["attributes"])
+        assert (fill, pattern) == (attrs["colour"], attrs["pattern"])  # the visual attributes are drawn
+        image = np.asarray(Image.open(tiny_ws.root / row["image_path"]).convert("RGB")).astype(int)
+        frame = FRAMES[concepts[row["topic"]].index(row["concept"])]
+        assert np.abs(image[0, 0] - np.array(frame)).max() <= 20  # the corner is the concept's frame
+        inside = image[6:-6, 6:-6].reshape(-1, 3)
+        assert (np.abs(inside - np.array(BACKGROUNDS[background])).max(axis=1) <= 20).mean() > 0.3
+        assert (np.abs(inside - np.array(FILLS[fill])).max(axis=1) <= 20).any()
+        marks = (np.abs(inside - 250).max(axis=1) <= 5).any()  # stripes, dots or checks in white
+        assert marks == (pattern != "plain") or background == "white"
         assert row["image_description"].startswith(("one", "two", "three"))
 
 
 def test_each_topic_has_its_own_picture() -> None:
     """A captioner can only recover the topic if no two topics look alike."""
     looks = {(ImageSpec(t, 0, 1).shape, ImageSpec(t, 0, 1).background) for t in range(len(TOPICS))}
+    assert len(set(FRAMES)) == 6 and not set(FRAMES) & {*FILLS.values(), *BACKGROUNDS.values()}
     assert len(looks) == len(TOPICS)
     assert all(len(t.concepts(lang)) == 6 for t in TOPICS for lang in ("en", "fr", "de", "es"))
+
+
+# ----------------------------------------------------------------------------- the channel story
+def _forms(kind: str, value: str) -> list[str]:
+    """Every surface form of an attribute value (English head word ``value``), all languages."""
+    i = [v.split("|")[0] for v in ATTRIBUTES[kind]["en"].split(";")].index(value)
+    return [f for lang in LANGS for f in ATTRIBUTES[kind][lang].split(";")[i].split("|")]
+
+
+def _named_share(frame: pl.DataFrame, text: str, kind: str) -> float:
+    """Share of rows whose ``text`` names the row's own ``kind`` value (any language, whole words)."""
+    hits = [
+        any(f" {f} " in f" {(t or '').lower()} " for f in _forms(kind, dict(a.split("=") for a in attrs)[kind]))
+        for t, attrs in zip(frame[text], frame["attributes"])
+    ]
+    return float(np.mean(hits))
+
+
+def _pins_with_channels(ws: Workspace) -> pl.DataFrame:
+    boards = (_read(ws, BOARD_PINS).join(_read(ws, BOARDS), on="board_id")
+              .group_by("pin_id").agg(pl.col("title").str.join(" | ").alias("boards")))
+    return (_read(ws, PINS).join(_read(ws, TRUTH_PINS), on="pin_id").join(boards, on="pin_id", how="left")
+            .with_columns(text=pl.concat_str("title", "description", separator=" ", ignore_nulls=True)))
+
+
+def test_each_channel_reveals_its_own_attributes(tiny_ws: Workspace) -> None:
+    """The documented channel story: text names some of everything, the image the visual attributes
+    only, board titles style/occasion only; together they reveal what no single channel does."""
+    pins = _pins_with_channels(tiny_ws)
+    with_text, on_boards = pins.filter(pl.col("text") != ""), pins.filter(pl.col("boards").is_not_null())
+    for kind in ATTRIBUTE_KINDS:
+        assert 0.12 < _named_share(with_text, "text", kind) < 0.55, kind  # some attributes, not all
+        image = _named_share(pins, "image_description", kind)
+        assert image == 1.0 if kind in ("colour", "pattern") else image < 0.03, kind
+        boards = _named_share(on_boards, "boards", kind)
+        assert boards > 0.1 if kind in ("style", "occasion") else boards == 0.0, kind
+    # Text names the concept (a synonym, any language) on nearly every pin that has text.
+    synonyms = {(t.name, c[0]): {f for lang in LANGS for f in t.concepts(lang)[i]}
+                for t in TOPICS for i, c in enumerate(t.concepts("en"))}
+    named = [any(f in text.lower() for f in synonyms[(topic, concept)])
+             for text, topic, concept in with_text.select("text", "topic", "concept").iter_rows()]
+    assert np.mean(named) > 0.9
+
+
+def _nearest_centroid_accuracy(emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Held-out accuracy of a nearest-class-mean classifier, and the majority share (chance)."""
+    train = np.arange(len(labels)) % 2 == 0
+    values = np.unique(labels[train])
+    centroids = np.stack([emb[train & (labels == v)].mean(0) for v in values])
+    pred = values[np.argmax(emb[~train] @ centroids.T - 0.5 * (centroids**2).sum(1), axis=1)]
+    majority = max(float((labels[~train] == v).mean()) for v in values)
+    return float((pred == labels[~train]).mean()), majority
+
+
+def test_legacy_embeddings_show_visual_attributes_not_the_others(tiny_ws: Workspace) -> None:
+    pins = _read(tiny_ws, PINS).join(_read(tiny_ws, TRUTH_PINS), on="pin_id").drop_nulls("legacy_embedding")
+    emb = np.stack(pins["legacy_embedding"].to_numpy())
+    topics = pins["topic"].to_numpy()
+    for t in np.unique(topics):  # what is left beside the topic
+        emb[topics == t] -= emb[topics == t].mean(0)
+    attrs = [dict(a.split("=") for a in row) for row in pins["attributes"].to_list()]
+    for kind in ATTRIBUTE_KINDS:
+        acc, chance = _nearest_centroid_accuracy(emb, np.array([a[kind] for a in attrs]))
+        assert acc > 0.9 if kind in ("colour", "pattern") else acc < chance + 0.1, (kind, acc, chance)
+
+
+def test_queries_ask_a_concept_and_up_to_two_attributes(tiny_ws: Workspace) -> None:
+    queries = _read(tiny_ws, TRUTH_QUERIES)
+    n_attr = queries["attributes"].list.len()
+    assert n_attr.max() == 2
+    shares = [(n_attr == k).mean() for k in range(3)]
+    assert all(s > 0.15 for s in shares), shares
+    kinds = queries["attributes"].explode().drop_nulls().str.split("=").list.first()
+    assert set(kinds) == set(ATTRIBUTE_KINDS) and kinds.value_counts()["count"].min() > 0.08 * kinds.len()
+    # No query asks two values of one kind.
+    assert (queries["attributes"].list.eval(pl.element().str.split("=").list.first()).list.n_unique()
+            == n_attr).all()
+
+
+def test_engagements_prefer_entities_with_the_asked_attributes(tiny_ws: Workspace) -> None:
+    """Within the query's topic and concept, the engaged pin has the asked attributes far more often than
+    another pin of the same (topic, concept) would."""
+    eng = _read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
+    q = _read(tiny_ws, TRUTH_QUERIES).select("query", "topic", "concept", asked="attributes")
+    p = (_read(tiny_ws, TRUTH_PINS).select("pin_id", "topic", "concept", "attributes")
+         .with_columns(other=pl.col("attributes").shuffle(seed=0).over("topic", "concept")))
+    joined = (eng.join(q, on="query").join(p, left_on=["entity_id", "topic", "concept"],
+                                             right_on=["pin_id", "topic", "concept"])
+              .filter(pl.col("asked").list.len() > 0))
+
+    def matched(col: str) -> float:
+        return joined.select(pl.col("asked").list.set_intersection(col).list.len()
+                             / pl.col("asked").list.len()).to_series().mean()
+
+    assert joined.height > 1000
+    assert matched("attributes") > matched("other") + 0.1, (matched("attributes"), matched("other"))
+
+
+def test_no_channel_carries_ids_or_engagements(tiny_ws: Workspace, tmp_path: Path) -> None:
+    """Entity text, alt text and board titles never hold an id, and nothing but the engagement log
+    changes when the engagements do (no channel is derived from the log, so none from its test window)."""
+    ids = pl.concat([_read(tiny_ws, PINS)["pin_id"], _read(tiny_ws, PRODUCTS)["product_id"],
+                     _read(tiny_ws, BOARDS)["board_id"]])
+    texts = pl.concat([_read(tiny_ws, PINS)[c].drop_nulls() for c in ("title", "description", "alt_text")]
+                      + [_read(tiny_ws, PRODUCTS)[c].drop_nulls() for c in ("title", "description", "brand")]
+                      + [_read(tiny_ws, BOARDS)["title"], _read(tiny_ws, TRUTH_QUERIES)["query"]])
+    assert not texts.str.contains(r"\b(?:p|pr|b)\d{6}\b").any()
+    assert not texts.is_in(ids.implode()).any()
+    generate_world(tmp_path / "w", "tiny", seed=0, config=world_config("tiny", engagements=5_000))
+    before, after = _digest(tiny_ws.root), _digest(tmp_path / "w")
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"raw/engagements.parquet"}

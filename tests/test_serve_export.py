@@ -7,14 +7,20 @@ export through the trainer's loaders and serves exactly what the export computed
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
-from omnisearchsage.contract import Workspace
+from omnisearchsage.cli.app import app
+from omnisearchsage.contract import ExportLayout, Workspace
+from omnisearchsage.errors import OmniError
 from omnisearchsage.features.build import build_features
 from omnisearchsage.features.config import FeatureConfig
 from omnisearchsage.model.config import ModelConfig
@@ -65,3 +71,29 @@ def test_search_ranks_the_exported_entities_like_exact_search(export_dir: Path) 
     expected = ExactIndex(pins.copy()).search(qvec, 5).indices[0]
     hits = client.post("/search", json={"query": query, "k": 5, "entity_types": ["pin"]}).json()["hits"]
     assert [h["id"] for h in hits] == [pin_ids[i] for i in expected]
+
+
+def test_sharded_embedding_by_two_processes_equals_one_process(export_dir: Path) -> None:
+    """`omni export --no-embeddings` then two `omni embed` processes (as torchrun starts them: RANK and
+    WORLD_SIZE) give the single-process embeddings, read as one dataset by the loaders and the service."""
+    ws = Workspace(export_dir.parents[2])
+    shutil.copytree(ws.run_dir("serve"), ws.run_dir("sharded"), ignore=shutil.ignore_patterns("export"))
+    CliRunner().invoke(app, ["export", "sharded", "-w", str(ws.root), "--no-embeddings"], catch_exceptions=False)
+    sharded = ws.export_dir("sharded")
+    with pytest.raises(OmniError, match="missing"):
+        create_app(sharded, ServeConfig())  # nothing embedded yet: refused before serving
+    procs = [subprocess.Popen([sys.executable, "-m", "omnisearchsage.cli.app", "-q", "embed", "sharded",
+                               "-w", str(ws.root)], env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"})
+             for r in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    for kind in ("pin", "product", "query"):
+        assert len(list(ExportLayout(sharded).embeddings(kind).glob("part-*-of-00002.parquet"))) == 2
+        ids, emb = load_embeddings(export_dir, kind)
+        ids2, emb2 = load_embeddings(sharded, kind)
+        assert ids2 == ids
+        np.testing.assert_allclose(emb2, emb, atol=1e-6)
+    TestClient(create_app(sharded, ServeConfig())).get("/healthz").raise_for_status()
+    # A missing shard is named, not silently read as a smaller catalogue.
+    next(ExportLayout(sharded).embeddings("pin").glob("part-00001-*")).unlink()
+    with pytest.raises(OmniError, match="not a complete part-I-of-N set"):
+        load_embeddings(sharded, "pin")

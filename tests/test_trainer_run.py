@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +30,15 @@ from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import LossConfig, TrainConfig
 from omnisearchsage.trainer.data import TrainingData, load_training_data
 from omnisearchsage.trainer.export import export_run
-from omnisearchsage.trainer.loop import Objective, load_checkpoint, model_spec, task_prefixes, train
+from omnisearchsage.trainer.loop import (
+    Objective,
+    TrainingInterrupted,
+    checkpoints,
+    load_checkpoint,
+    model_spec,
+    task_prefixes,
+    train,
+)
 from omnisearchsage.trainer.loss import MultiTaskLoss
 from omnisearchsage.validate import read_table
 
@@ -156,7 +166,9 @@ def test_short_run_lowers_the_loss_and_writes_the_run(ws: Workspace, trained: Pa
     with torch.no_grad():
         before = _objective(ws, SMALL, data)(batch)[0].item()
         after = _objective(ws, SMALL, data, trained)(batch)[0].item()
-    assert after < 0.8 * before
+    # 20 steps on the tiny world: ~15% lower (the v2 world's attribute preferences take longer to learn
+    # than its topics); an untrained or broken model stays within a few percent.
+    assert after < 0.9 * before
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["steps"] == 20 and set(summary["final_loss"]) >= {"query-pin", "compat-product", "total"}
     assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step-0000010", "step-0000020"]
@@ -170,15 +182,16 @@ def test_resume_after_interrupt_reproduces_the_loss_trajectory(ws: Workspace, tr
     original = TrainingData.sample
 
     def interrupt(self, step, rank=0, world=1):
-        if step == 13:
-            raise KeyboardInterrupt
+        if step == 12:  # Ctrl-C while step 13 is being prepared: the step finishes, then a checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, step, rank, world)
 
     monkeypatch.setattr(TrainingData, "sample", interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after step 13") as info:
         train(ws, SMALL, "resumed")
+    assert info.value.exit_code == 130
     run = ws.run_dir("resumed")
-    assert (run / "checkpoints" / "step-0000013").is_dir()  # saved on Ctrl-C
+    assert [p.name for p in checkpoints(run)] == ["step-0000010", "step-0000013"]
     monkeypatch.setattr(TrainingData, "sample", original)
     train(ws, SMALL, "resumed", resume=True)
 
@@ -186,7 +199,7 @@ def test_resume_after_interrupt_reproduces_the_loss_trajectory(ws: Workspace, tr
         return [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in rows]
 
     assert strip(_metrics(run)) == strip(_metrics(trained))  # every step, every component, exactly
-    with pytest.raises(OmniError, match="exists; continue it with --resume"):
+    with pytest.raises(OmniError, match=r"exists \(finished\); continue it with --resume"):
         train(ws, SMALL, "resumed")
 
 

@@ -80,7 +80,11 @@ class TrainConfig:
     #: The cosine decays the learning rate to this fraction of ``lr``.
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
-    checkpoint_every: int = 200
+    #: A checkpoint every this many minutes of training (0: none by time), plus one at the end and one
+    #: on SIGINT/SIGTERM: a kill loses at most this much work, whatever a step costs.
+    checkpoint_minutes: float = 5.0
+    #: A checkpoint every this many steps as well (0: by time only).
+    checkpoint_every: int = 0
     #: Checkpoints kept on disk (the newest ones).
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -136,6 +140,8 @@ class TrainConfig:
             raise OmniError(f"pooling {self.model.pooling!r}: choose cls or mean")
         if self.steps < 1 or self.batch_size < 1:
             raise OmniError("steps and batch_size must be at least 1")
+        if self.checkpoint_minutes < 0 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise OmniError("checkpoint_minutes and checkpoint_every must be >= 0 and keep_checkpoints >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

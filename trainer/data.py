@@ -31,7 +31,7 @@ from omnisearchsage.contract import (
 )
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.features.text import normalize_expr
+from omnisearchsage.features.text import has_words_expr, normalize_expr
 from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inputs, query_catalogue
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TrainConfig
@@ -110,14 +110,39 @@ def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions:
     if entity_type == "query":  # a related query is text too; a query is not its own relative
         events = events.with_columns(entity_id=normalize_expr(pl.col("entity_id")))
         events = events.filter(pl.col("query") != pl.col("entity_id"))
+        usable = has_words_expr(pl.col("query")) & has_words_expr(pl.col("entity_id"))
+    else:
+        usable = has_words_expr(pl.col("query"))
+    grouped = events.group_by("query", "entity_id", usable=usable).agg(events=pl.len()).collect()
+    empty = grouped.filter(~pl.col("usable")).get_column("events").sum()
+    if empty:
+        log.warning("%s: column query: %d training-window entity_type=%r engagements whose query has no word "
+                    "(empty, whitespace, NUL, zero-width or punctuation only) left out of the training pairs",
+                    ENGAGEMENTS.relpath, empty, entity_type)
     return (
-        events.filter(pl.col("query") != "")
-        .group_by("query", "entity_id").agg(events=pl.len())
+        grouped.lazy().filter("usable").drop("usable")
         .sort(["entity_id", "events", "query"], descending=[False, True, False])
         .filter(pl.int_range(pl.len()).over("entity_id") < cap)
         .sort("entity_id", "query")
         .collect()
     )
+
+
+def _report_unknown_actions(ws: Workspace, split: TimeSplit, actions: dict[str, Sequence[str]]) -> None:
+    """Warn, with counts per action, about training-window engagements whose action no task uses
+    (``purchase``, ``like``): they make no pair, and a user should hear so. An action some task uses
+    (a click on a pin, used for products and queries) is a choice of the config, not reported."""
+    known = sorted({a for used in actions.values() for a in used})
+    counts = (read_table(ws, ENGAGEMENTS)
+              .filter((pl.col("ts") >= split.train_start) & (pl.col("ts") < split.train_end)
+                      & ~pl.col("action").is_in(known))
+              .group_by("action").agg(n=pl.len())
+              .sort(["n", "action"], descending=[True, False]).collect())
+    if counts.height:
+        listed = ", ".join(f"{a}: {n}" for a, n in counts.iter_rows())
+        log.warning("%s: column action: %d training-window engagements have actions the trainer does not know "
+                    "(%s); left out of the training pairs (known: %s)", ENGAGEMENTS.relpath,
+                    counts.get_column("n").sum(), listed, ", ".join(known))
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -330,6 +355,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     caps = {"pin": cfg.max_pairs_per_pin, "product": cfg.max_pairs_per_product, "query": cfg.max_pairs_per_query}
     raw_pairs = {kind: engagement_pairs(ws, split, kind, actions[kind], caps[kind])
                  for kind in ("pin", "product", "query") if kind == "query" or kind in entities}
+    _report_unknown_actions(ws, split, actions)
     # The query catalogue: every query of a training pair, and every related query.
     texts = pl.concat([p.get_column("query") for p in raw_pairs.values()]
                       + ([raw_pairs["query"].get_column("entity_id")] if "query" in raw_pairs else []))

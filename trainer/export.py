@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file
@@ -26,6 +27,8 @@ from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.model.io import (
     EntityEncoder,
+    load_entity_encoder,
+    load_query_encoder,
     load_query_encoder_dir,
     save_entity_tower,
     save_query_tower,
@@ -67,8 +70,11 @@ def load_shared(module: torch.nn.Module, weights: Mapping[str, torch.Tensor]) ->
                         f"unexpected {result.unexpected_keys[:3]}; retrain the run")
 
 
-def export_run(ws: Workspace, name: str) -> Path:
-    """Write ``runs/NAME/export/`` from the run's newest checkpoint; returns the export dir."""
+def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
+    """Write ``runs/NAME/export/`` from the run's newest checkpoint; returns the export dir.
+
+    ``embeddings=False`` writes the encoders and the manifest only: the catalogue is then embedded by
+    :func:`embed_catalogue` as a batch job of N processes (``omni embed``)."""
     model, saved, step = load_trained_model(ws, name)
     cfg, spec = TrainConfig.from_json(saved["config"]), ModelSpec.from_json(saved["spec"])
     featurizer = Featurizer.load(ws.features)
@@ -91,12 +97,13 @@ def export_run(ws: Workspace, name: str) -> Path:
         for kind in ("pin", "product"):
             cat = load_entity_catalogue(ws, kind, spec.fields, visual)
             if cat is not None:
-                write_embeddings(out, kind, cat.keys, entity_encoder.encode_catalogue(cat))
+                if embeddings:
+                    write_embeddings(out, kind, cat.keys, entity_encoder.encode_catalogue(cat))
                 written.append(kind)
         if ws.has(FEATURE_QUERIES):
-            # The features table keys queries by their normalised text.
-            texts = pl.read_parquet(ws.path(FEATURE_QUERIES), columns=["query"]).get_column("query")
-            write_embeddings(out, "query", texts, query_encoder.encode_normalized(texts.to_list()))
+            if embeddings:
+                texts = _query_texts(ws)
+                write_embeddings(out, "query", texts, query_encoder.encode_normalized(texts.to_list()))
             written.append("query")
         legacy_dims = saved["legacy_dims"]
         write_json({
@@ -118,3 +125,46 @@ def export_run(ws: Workspace, name: str) -> Path:
         }, out.manifest)
     log.info("exported %s (%s) to %s", name, version, ws.export_dir(name))
     return ws.export_dir(name)
+
+
+def _query_texts(ws: Workspace) -> pl.Series:
+    """The query catalogue: the features table keys queries by their normalised text."""
+    return pl.read_parquet(ws.path(FEATURE_QUERIES), columns=["query"]).get_column("query")
+
+
+def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 1) -> list[Path]:
+    """Embed shard ``shard`` of ``num_shards`` of every entity type the export lists, with the exported
+    encoders, into ``embeddings/<type>.parquet/part-I-of-N.parquet``.
+
+    Each process embeds a contiguous slice of the catalogue and writes its own file atomically, so N
+    processes (``torchrun --nproc-per-node N``, several machines, or a scheduler's array job) need
+    no coordination; readers take the folder as one dataset once all N parts exist.
+    """
+    if not 0 <= shard < num_shards:
+        raise OmniError(f"shard {shard} of {num_shards}: need 0 <= shard < num_shards")
+    layout = ws.run(name).export
+    manifest = layout.read_manifest()
+    entity_encoder, query_encoder = load_entity_encoder(layout.root), load_query_encoder(layout.root)
+    written = []
+    for kind in manifest["entity_types"]:
+        if layout.embeddings(kind).is_file():
+            raise OmniError(f"{layout.embeddings(kind)}: already embedded in one process by `omni export`; "
+                            "export with --no-embeddings to embed in shards")
+        if kind == "query":
+            keys = _query_texts(ws)
+        else:
+            cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields)
+            keys = cat.keys if cat is not None else pl.Series([], dtype=pl.Utf8)
+        start, stop = len(keys) * shard // num_shards, len(keys) * (shard + 1) // num_shards
+        rows = np.arange(start, stop)
+        if kind == "query":
+            emb = query_encoder.encode_normalized(keys.slice(start, stop - start).to_list())
+        else:
+            emb = entity_encoder.encode_catalogue(cat, rows) if cat is not None else np.zeros((0, manifest["dim"]),
+                                                                                           np.float32)
+        path = layout.embedding_part(kind, shard, num_shards)
+        with atomic_path(path) as tmp:
+            write_embeddings(layout, kind, keys.slice(start, stop - start), emb, tmp)
+        written.append(path)
+        log.info("embedded %s rows [%d, %d) of %d into %s", kind, start, stop, len(keys), path)
+    return written

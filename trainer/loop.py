@@ -7,7 +7,7 @@
         batch = data.batch(data.sample(step))         a pure function of (seed, step, rank)
         loss  = objective(batch)                      towers -> per-task pairs -> weighted losses
         backward; clip; lr = warmup + cosine; optimizer step
-        every log_every steps: metrics.jsonl          every checkpoint_every steps: a checkpoint
+        every log_every steps: metrics.jsonl          every checkpoint_minutes: a checkpoint
 
 Devices come from accelerate: the same code runs on a CPU, one GPU (bf16 autocast), or many
 GPUs under ``accelerate launch`` (DDP; every task's positives and negatives are gathered from
@@ -19,6 +19,12 @@ fields, dense layout, tasks), ``metrics.jsonl`` (one line per log step, every lo
 finished, ``summary.json``. ``resume=True`` continues from the newest checkpoint and reproduces
 the uninterrupted run exactly on CPU: batches and dropout masks are functions of (seed, step),
 and the count-min sketches are rebuilt by replaying the sampler.
+
+Checkpoints are taken by time (``checkpoint_minutes``; optionally also every ``checkpoint_every``
+steps), at the end, and when SIGINT or SIGTERM arrives: the step in flight finishes, a checkpoint
+is written and the run stops with exit code 130/143 (a second signal stops at once). So a killed
+run resumes from its last checkpoint, and a plain rerun of an interrupted run either says how to
+resume it or, with no checkpoint yet, starts it afresh (nothing would be lost).
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -42,16 +50,8 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from omnisearchsage.atomic import atomic_path, write_json
-from omnisearchsage.contract import (
-    ENGAGEMENTS,
-    FEATURE_PINS,
-    FEATURE_PRODUCTS,
-    PINS,
-    PRODUCTS,
-    RunLayout,
-    Workspace,
-)
+from omnisearchsage.atomic import atomic_path, sweep_stale, write_json
+from omnisearchsage.contract import FEATURE_PINS, FEATURE_PRODUCTS, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.model.towers import ModelSpec, TransformerQueryTower, TwoTowerModel
@@ -121,7 +121,11 @@ def train(ws: Workspace, cfg: TrainConfig, name: str, resume: bool = False, over
     flag, or a non-finite loss (with the step it happened at).
     """
     run = ws.run_dir(name)
-    cfg = _run_config(run, cfg, resume, overwrite)
+    sweep_stale(run / CHECKPOINTS)
+    cfg, overwrite = _run_config(run, cfg, resume, overwrite)
+    if resume and not checkpoints(run):
+        log.warning("%s: interrupted before its first checkpoint; training it from step 0 with its saved config", run)
+        resume, overwrite = False, True
     with cpu_threads(None if torch.cuda.is_available() else cfg.cpu_threads):
         return _train(ws, cfg, name, run, resume, overwrite)
 
@@ -133,12 +137,15 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no",
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     rank, world = accelerator.process_index, accelerator.num_processes
+    # The raw inputs in full (both catalogues deleted must not train on stale features), then the features;
+    # before --overwrite deletes anything, so bad input never costs the previous run.
+    validate_workspace(ws)
+    validate_workspace(ws, [t for t in (FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     if overwrite and not resume and accelerator.is_main_process:
         shutil.rmtree(run, ignore_errors=True)
     accelerator.wait_for_everyone()
 
     # ---- data: catalogues of token bags, pairs per task, the time split
-    validate_workspace(ws, [t for t in (ENGAGEMENTS, PINS, PRODUCTS, FEATURE_PINS, FEATURE_PRODUCTS) if ws.has(t)])
     featurizer = Featurizer.load(ws.features)
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
@@ -161,6 +168,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     if resume:
         start = load_checkpoint(run, objective, optimizer)
         replay_sketches(criterion, data, start, world)
+        log.info("resuming %s from step %d", run, start)
     elif accelerator.is_main_process:
         write_json(run_config(ws, cfg, spec, data), run / CONFIG)
         (run / METRICS).unlink(missing_ok=True)
@@ -170,46 +178,50 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
 
     # ---- the loop
     done, started, seen, sums, count = start, time.perf_counter(), 0, {}, 0
-    with progress_bar(cfg.steps, f"train {name}", "step") as bar:
+    last_saved = time.monotonic()
+    with progress_bar(cfg.steps, f"train {name}", "step") as bar, stop_signals() as stop:
         bar.advance(start)
-        try:
-            for step in range(start, cfg.steps):
-                torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
-                batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
-                lr = lr_at(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
+        for step in range(start, cfg.steps):
+            torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
+            batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
-                with accelerator.autocast():
-                    loss, parts = objective(batch)
-                if not torch.isfinite(loss):
-                    raise OmniError(f"training loss became {loss.item()} at step {step + 1}; nothing of this "
-                                    f"step was saved. Lower --lr (now {cfg.lr:g}) or resume from the last checkpoint")
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            with accelerator.autocast():
+                loss, parts = objective(batch)
+            if not torch.isfinite(loss):
+                raise OmniError(f"training loss became {loss.item()} at step {step + 1}; nothing of this "
+                                f"step was saved. Lower --lr (now {cfg.lr:g}) or resume from the last checkpoint")
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-                done, seen, count = step + 1, seen + batch.pairs * world, count + 1
-                for key, value in {"loss": loss.detach(), **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    rate = seen / (time.perf_counter() - started)
-                    means = accelerator.reduce(torch.stack(list(sums.values())) / count, "mean")  # over processes
-                    record = {"step": done, "lr": lr, "pairs_per_s": round(rate, 1),
-                              **{k: round(float(v), 5) for k, v in zip(sums, means)}}
-                    sums, count = {}, 0
-                    if accelerator.is_main_process:
-                        with (run / METRICS).open("a", encoding="utf-8") as f:
-                            f.write(json.dumps(record) + "\n")
-                    bar.advance(0, status=f"loss {record['loss']:.3f} · {rate:,.0f} pairs/s")
-                bar.advance(1)
-                if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                    save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
-        except KeyboardInterrupt:
-            save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
-            log.warning("interrupted after step %d; checkpoint saved, continue with --resume", done)
-            raise
+            done, seen, count = step + 1, seen + batch.pairs * world, count + 1
+            for key, value in {"loss": loss.detach(), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                rate = seen / (time.perf_counter() - started)
+                means = accelerator.reduce(torch.stack(list(sums.values())) / count, "mean")  # over processes
+                record = {"step": done, "lr": lr, "pairs_per_s": round(rate, 1),
+                          **{k: round(float(v), 5) for k, v in zip(sums, means)}}
+                sums, count = {}, 0
+                if accelerator.is_main_process:
+                    with (run / METRICS).open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                bar.advance(0, status=f"loss {record['loss']:.3f} · {rate:,.0f} pairs/s")
+            bar.advance(1)
+            if done == cfg.steps:
+                break
+            due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or (
+                cfg.checkpoint_minutes and time.monotonic() - last_saved >= cfg.checkpoint_minutes * 60)
+            save, halt = _agree(accelerator, bool(due), stop.signum is not None)
+            if save or halt:
+                save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
+                last_saved = time.monotonic()
+            if halt:
+                raise TrainingInterrupted(run, done, stop.signum or signal.SIGTERM)
     save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
 
     if accelerator.is_main_process:
@@ -219,6 +231,55 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
 
 
 # ---------------------------------------------------------------------------- pieces of the loop
+class TrainingInterrupted(OmniError):
+    """SIGINT or SIGTERM stopped a run after a checkpoint; exit code 128 + the signal number."""
+
+    def __init__(self, run: Path, step: int, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"{run}: stopped by {name} after step {step}; checkpoint saved, continue with "
+                         f"`omni train --name {run.name} --resume`", exit_code=128 + signum)
+
+
+class _Stop:
+    """The first stop signal received (None: none yet)."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[_Stop]:
+    """Turn the first SIGINT/SIGTERM into a request the loop honours after the step in flight (a step
+    cut in half would checkpoint half-updated weights); a second one raises KeyboardInterrupt at once.
+    Outside the main thread (signals cannot be caught there) nothing is installed."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.signum is not None:
+            raise KeyboardInterrupt
+        stop.signum = signum
+        log.warning("%s received: stopping after this step with a checkpoint (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _agree(accelerator: Accelerator, save: bool, halt: bool) -> tuple[bool, bool]:
+    """Whether any process wants a checkpoint / to stop: clocks and signals differ between
+    processes, and a checkpoint is a collective step, so all must decide alike."""
+    if accelerator.num_processes == 1:
+        return save, halt
+    flags = accelerator.reduce(torch.tensor([save, halt], dtype=torch.float32, device=accelerator.device), "sum")
+    return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` torch intra-op threads (``None``: unchanged), then restore the caller's setting."""
@@ -326,16 +387,26 @@ def read_run_config(run: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> TrainConfig:
+def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> tuple[TrainConfig, bool]:
+    """The config to train with and whether to start the run folder afresh.
+
+    A plain rerun of a run that was interrupted before its first checkpoint starts afresh (nothing
+    is lost); one with a checkpoint, or a finished run, is refused with what to do instead.
+    """
     if resume:
         saved = TrainConfig.from_json(read_run_config(run)["config"])
         saved.validate()
-        return saved
+        return saved, False
     cfg.validate()
     if (run / CONFIG).exists() and not overwrite:
-        raise OmniError(f"{run}: a run named {run.name!r} exists; continue it with --resume, replace it with "
-                        "--overwrite, or choose another --name")
-    return cfg
+        found = checkpoints(run)
+        if not found and not (run / SUMMARY).exists():
+            log.warning("%s: interrupted before its first checkpoint; starting it afresh", run)
+            return cfg, True
+        state = "finished" if (run / SUMMARY).exists() else f"interrupted, last checkpoint at {found[-1].name}"
+        raise OmniError(f"{run}: a run named {run.name!r} exists ({state}); continue it with --resume, replace it "
+                        "with --overwrite, or choose another --name")
+    return cfg, overwrite
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
