@@ -82,11 +82,7 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
         raise OmniError(f"{ws.features_manifest}: num_ids {featurizer.num_ids} differs from the run's "
                         f"{spec.num_ids}; the features were rebuilt after training: retrain the run")
     model_cfg, batch = cfg.to_json()["model"], cfg.export_batch_size
-    visual = VISUAL in spec.dense_layout
-    if visual and visual_model(ws) != saved.get("visual_model"):
-        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: embeddings of {visual_model(ws)!r}, but run {name} was "
-                        f"trained on those of {saved.get('visual_model')!r}; retrain the run (or re-embed with "
-                        "that model)")
+    visual = _reads_visual(ws, name, spec, saved.get("visual_model"))
     with atomic_path(ws.export_dir(name)) as tmp:
         out = ExportLayout(tmp)
         version = f"{name}@{step}-{save_query_tower(model.query, model_cfg, spec, featurizer, batch, out.query_encoder)}"
@@ -127,6 +123,17 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
     return ws.export_dir(name)
 
 
+def _reads_visual(ws: Workspace, name: str, spec: ModelSpec, trained_on: str | None) -> bool:
+    """Whether run ``name``'s entity tower reads visual embeddings; OmniError when the workspace's were
+    written by another image model than the one it was trained on (its weights mean nothing for them)."""
+    if VISUAL not in spec.dense_layout:
+        return False
+    if visual_model(ws) != trained_on:
+        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: embeddings of {visual_model(ws)!r}, but run {name} was "
+                        f"trained on those of {trained_on!r}; retrain the run (or re-embed with that model)")
+    return True
+
+
 def _query_texts(ws: Workspace) -> pl.Series:
     """The query catalogue: the features table keys queries by their normalised text."""
     return pl.read_parquet(ws.path(FEATURE_QUERIES), columns=["query"]).get_column("query")
@@ -145,6 +152,7 @@ def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 
     layout = ws.run(name).export
     manifest = layout.read_manifest()
     entity_encoder, query_encoder = load_entity_encoder(layout.root), load_query_encoder(layout.root)
+    visual = _reads_visual(ws, name, entity_encoder.spec, manifest.get("visual_model"))
     written = []
     for kind in manifest["entity_types"]:
         if layout.embeddings(kind).is_file():
@@ -153,7 +161,7 @@ def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 
         if kind == "query":
             keys = _query_texts(ws)
         else:
-            cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields)
+            cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields, visual)
             keys = cat.keys if cat is not None else pl.Series([], dtype=pl.Utf8)
         start, stop = len(keys) * shard // num_shards, len(keys) * (shard + 1) // num_shards
         rows = np.arange(start, stop)
