@@ -60,6 +60,8 @@ from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
+from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
+from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
 from omnisearchsage.validate import validate_workspace
@@ -86,9 +88,10 @@ class Objective(nn.Module):
             if source is None:
                 source = batch.legacy[name]
             pos, neg = source[rows.pos], source[rows.neg]
+            hard = None if rows.hard is None else source[rows.hard].view(len(pos), -1, pos.shape[1])
             pairs[name] = PairBatch(queries[rows.query], pos, rows.query_ids, rows.pos_ids,
                                     gather(pos), gather(rows.query_ids), gather(rows.pos_ids),
-                                    gather(neg), gather(rows.neg_ids))
+                                    gather(neg), gather(rows.neg_ids), hard, rows.hard_valid)
         return self.criterion(pairs)
 
 
@@ -143,7 +146,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
     if not resume:
-        cfg = limit_steps(cfg, data)
+        cfg = resolve_fine_tuning(limit_steps(cfg, data), data)
     spec = model_spec(featurizer, data)
 
     # ---- model, loss, optimizer
@@ -152,8 +155,11 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     model = TwoTowerModel(cfg.model, spec, idf)
     criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
     objective = Objective(model, criterion)
-    if isinstance(model.query, TransformerQueryTower) and cfg.pretrained_lr_scale == 0:
-        freeze_query_body(model.query, data, cfg.export_batch_size)
+    if isinstance(model.query, TransformerQueryTower):
+        if not cfg.pretrained_lr_scale:
+            freeze_query_body(model.query, data, cfg.export_batch_size)
+        elif cfg.fine_tune_layers is not None:
+            freeze_lower_layers(model.query, data, cfg.fine_tune_layers, cfg.export_batch_size)
     optimizer = make_optimizer(objective, cfg)
     log.debug("%s", objective)
 
@@ -174,6 +180,8 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
         bar.advance(start)
         try:
             for step in range(start, cfg.steps):
+                if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
+                    mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
                 torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
                 batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
                 lr = lr_at(step, cfg)
@@ -238,6 +246,27 @@ def freeze_query_body(tower: TransformerQueryTower, data: TrainingData, batch_si
     tower.transformer.eval()
     data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
     tower.transformer.train()
+
+
+def freeze_lower_layers(tower: TransformerQueryTower, data: TrainingData, top: int, batch_size: int) -> None:
+    """Fine-tune only the body's top ``top`` layers: freeze the embeddings and the layers below, and
+    run those once over every training query, in eval mode. A body that cannot be split (not
+    BERT-style) or has no more than ``top`` layers is fine-tuned whole."""
+    layers = tower.layers
+    if layers is None or len(layers) <= top:
+        log.info("query body: every layer fine-tuned (%s)", "not a BERT-style body" if layers is None
+                 else f"{len(layers)} layers <= fine_tune_layers {top}")
+        return
+    frozen = len(layers) - top
+    tower.transformer.embeddings.requires_grad_(False)
+    for layer in layers[:frozen]:
+        layer.requires_grad_(False)
+    tower.transformer.eval()
+    data.encode_lower(tower.tokenize, lambda ids, mask: tower.lower_layers(ids, mask, frozen), batch_size)
+    tower.transformer.train()
+    tower.frozen_layers = frozen
+    log.info("query body: top %d of %d layers fine-tuned; the %d below run once per training query",
+             top, len(layers), frozen)
 
 
 def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:
