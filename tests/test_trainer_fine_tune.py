@@ -24,8 +24,8 @@ def test_rule_freezes_few_queries_and_fine_tunes_many():
     assert fine_tune_scale(replace(cfg, pretrained_lr_scale=0.5), 10) == 0.5
 
 
-def _body(ws, name: str) -> dict[str, torch.Tensor]:
-    weights = load_file(str(checkpoints(ws.run_dir(name))[-1] / "model.safetensors"))
+def _body(ws, name: str, index: int = -1) -> dict[str, torch.Tensor]:
+    weights = load_file(str(checkpoints(ws.run_dir(name))[index] / "model.safetensors"))
     return {k: v for k, v in weights.items() if ".transformer." in k}
 
 
@@ -33,7 +33,7 @@ def test_auto_decides_from_the_workspace_queries_and_saves_the_decision(anchored
     ws, _ = anchored_ws
     learning = replace(FROZEN, steps=2, lr=1e-2)
     train(ws, replace(learning, fine_tune_min_queries=10**6), "few")  # fewer queries than the threshold
-    train(ws, replace(learning, fine_tune_min_queries=1), "many")
+    train(ws, replace(learning, fine_tune_min_queries=1, fine_tune_epochs=None), "many")
     assert read_run_config(ws.run_dir("few"))["config"]["pretrained_lr_scale"] == 0.0
     assert read_run_config(ws.run_dir("many"))["config"]["pretrained_lr_scale"] == learning.fine_tune_lr_scale
     train(ws, replace(FROZEN, steps=1), "start")  # lr ~ 0: the body as loaded
@@ -74,3 +74,18 @@ def test_top_layers_learn_from_lower_layers_computed_once(tmp_path):
         from_lower = tower.pool_upper(inputs["lower"], inputs["attention_mask"], tower.frozen_layers)
         from_tokens = tower.pool(**tower.tokenize([queries[r] for r in rows]))
     torch.testing.assert_close(from_lower, from_tokens, atol=1e-5, rtol=0)
+
+
+def test_the_body_stops_learning_after_fine_tune_epochs(anchored_ws):
+    """The body learns in the first steps, then freezes while the rest of the model trains on."""
+    ws, _ = anchored_ws
+    cfg = replace(FROZEN, steps=4, lr=1e-2, pretrained_lr_scale=0.01, fine_tune_epochs=1e-6,  # 1 step
+                  checkpoint_every=1, keep_checkpoints=4, max_epochs=None)
+    train(ws, cfg, "stops")
+    train(ws, replace(FROZEN, steps=1), "start0")
+    start = _body(ws, "start0")
+    after1, after4 = _body(ws, "stops", 0), _body(ws, "stops", -1)
+    assert any(not torch.equal(start[k], after1[k]) for k in start)  # step 1 fine-tuned the body
+    assert all(torch.equal(after1[k], after4[k]) for k in start)  # then it stayed frozen
+    heads = [load_file(str(c / "model.safetensors"))["model.query.head.delta"] for c in checkpoints(ws.run_dir("stops"))]
+    assert not torch.equal(heads[0], heads[-1])  # while the head kept learning

@@ -73,7 +73,8 @@ def test_mined_negatives_respect_the_guard_on_a_workspace(anchored_ws):
 
 def test_a_run_with_hard_negatives_trains_and_exports(anchored_ws):
     ws, _ = anchored_ws
-    cfg = replace(FROZEN, steps=3, lr=1e-3, hard=HardNegativeConfig(per_pair=2, candidates=8, refresh_every=2))
+    cfg = replace(FROZEN, steps=3, lr=1e-3, max_epochs=None,
+                  hard=HardNegativeConfig(per_pair=2, candidates=8, refresh_every=2))
     run = train(ws, cfg, "hard")
     assert read_summary(run)["steps"] == 3
     assert (export_run(ws, "hard") / "manifest.json").exists()

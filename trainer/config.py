@@ -99,6 +99,11 @@ class TrainConfig:
     #: embeddings and the layers below are frozen and run once per distinct training query, so a CPU
     #: step runs a fraction of the body (see README, *Fine-tuning the query tower*).
     fine_tune_layers: int | None = 1
+    #: The body learns during the first this-many epochs of the slowest task, then freezes: its pooled
+    #: output is computed once and the remaining steps train the head, the residuals and the lexical
+    #: channel alone (None: the body learns to the last step). sentence-transformers' recipe fine-tunes
+    #: for one epoch; on a CPU a body step costs many head-only steps.
+    fine_tune_epochs: float | None = 1.0
     #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
     #: rate they drift from the pretrained space faster than 206 queries can justify (CrowdFlower pair
     #: Recall@10 0.745 at 2e-3, 0.768 at 5e-4, against 0.769 at step 0).
@@ -149,6 +154,8 @@ class TrainConfig:
             raise OmniError("pretrained_lr_scale, fine_tune_lr_scale and anchor_lr_scale must be >= 0")
         if self.fine_tune_layers is not None and self.fine_tune_layers < 1:
             raise OmniError(f"fine_tune_layers {self.fine_tune_layers}: must be >= 1 (or None: every layer)")
+        if self.fine_tune_epochs is not None and self.fine_tune_epochs <= 0:
+            raise OmniError(f"fine_tune_epochs {self.fine_tune_epochs}: must be positive (or None: every step)")
         if self.fine_tune_min_queries < 0:
             raise OmniError(f"fine_tune_min_queries {self.fine_tune_min_queries}: must be >= 0")
         if self.model.query_head not in ("linear", "residual"):

@@ -192,6 +192,16 @@ class TrainingData:
         mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
         self.query_lower = (hidden, mask)
 
+    def pool_from_lower(self, pool_upper: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int) -> None:
+        """Replace the lower layers' hidden states by the pooled output of the (now frozen) upper ones."""
+        if self.query_lower is None:
+            raise OmniError("no lower-layer hidden states to pool from")
+        hidden, mask = self.query_lower
+        with torch.no_grad():
+            self.query_pooled = torch.cat([pool_upper(hidden[i : i + batch_size], mask[i : i + batch_size])
+                                           for i in range(0, len(hidden), batch_size)])
+        self.query_lower = None
+
     def steps_for_epochs(self, epochs: float) -> int:
         """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
         return max(math.ceil(epochs * t.pairs / t.batch_size) for t in self.tasks.values())

@@ -175,11 +175,14 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     tokenize = getattr(model.query, "tokenize", None)
 
     # ---- the loop
+    body_until = fine_tuning_steps(cfg, data) if isinstance(model.query, TransformerQueryTower) else 0
     done, started, seen, sums, count = start, time.perf_counter(), 0, {}, 0
     with progress_bar(cfg.steps, f"train {name}", "step") as bar:
         bar.advance(start)
         try:
             for step in range(start, cfg.steps):
+                if step == max(start, body_until) and body_until < cfg.steps and cfg.pretrained_lr_scale:
+                    stop_fine_tuning(model.query, data, cfg.export_batch_size, step)
                 if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
                     mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
                 torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
@@ -267,6 +270,26 @@ def freeze_lower_layers(tower: TransformerQueryTower, data: TrainingData, top: i
     tower.frozen_layers = frozen
     log.info("query body: top %d of %d layers fine-tuned; the %d below run once per training query",
              top, len(layers), frozen)
+
+
+def fine_tuning_steps(cfg: TrainConfig, data: TrainingData) -> int:
+    """The step at which a fine-tuned body freezes (``fine_tune_epochs``); ``cfg.steps``: never."""
+    if not cfg.pretrained_lr_scale or cfg.fine_tune_epochs is None:
+        return cfg.steps
+    return min(cfg.steps, data.steps_for_epochs(cfg.fine_tune_epochs))
+
+
+def stop_fine_tuning(tower: TransformerQueryTower, data: TrainingData, batch_size: int, step: int) -> None:
+    """Freeze the whole body from ``step`` on and pool every training query through it once (from the
+    lower layers' cached states when only the top ones learned); the optimizer skips it from then on."""
+    tower.transformer.requires_grad_(False)
+    tower.transformer.eval()
+    if data.query_lower is not None:
+        data.pool_from_lower(lambda hidden, mask: tower.pool_upper(hidden, mask, tower.frozen_layers), batch_size)
+    else:
+        data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
+    log.info("step %d: query body frozen after fine_tune_epochs; the head, residuals and lexical channel "
+             "train on", step)
 
 
 def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:
