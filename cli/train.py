@@ -58,6 +58,9 @@ def train_cmd(
              f"default: fine-tuned at {_D.fine_tune_lr_scale:g} when the training pairs hold at least "
              f"{_D.fine_tune_min_queries:,} distinct queries, else frozen.", show_default=False)]
     = _D.pretrained_lr_scale,
+    anchor_lr_scale: Annotated[float, typer.Option(
+        help="Learning-rate scale of an anchored model's residual maps, query head and lexical weights.")]
+    = _D.anchor_lr_scale,
     hard_negatives: Annotated[int, typer.Option(
         help="Hard negatives per training pair, mined from the model's own index of the catalogue "
              "(0: none).")] = _D.hard.per_pair,
@@ -80,7 +83,7 @@ def train_cmd(
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model,
-                  pretrained_lr_scale=pretrained_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
+                  pretrained_lr_scale=pretrained_lr_scale, anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
     table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "
