@@ -4,9 +4,9 @@
 
 WS: a workspace imported with ``omni import relevance`` (MiniLM legacy embeddings) and
 ``omni features build``. The trainer runs its default configuration ("auto": the query tower is
-the MiniLM that embedded the products) with the pretrained body fine-tuned
-(``pretrained_lr_scale`` 0.01, as the ST peer fine-tunes every weight) and ``batch_size`` pairs
-per step, for ``steps`` steps after one warm-up step; the figure is pairs seen / loop seconds.
+the MiniLM that embedded the products) with the pretrained body fine-tuned at every step
+(``pretrained_lr_scale`` 0.01; its top ``fine_tune_layers`` layers, or with ``--all-layers`` every
+weight, as the ST peer) and ``batch_size`` pairs per step, for ``steps`` steps after one warm-up step; the figure is pairs seen / loop seconds.
 ``--peer`` also runs ``bench/st_peer.py``'s ``st_pairs_per_second`` (sentence-transformers MNRL
 on the same pairs and batch size) in the same process and prints both.
 
@@ -31,12 +31,15 @@ from omnisearchsage.trainer.loop import train
 
 
 def trainer_pairs_per_second(ws: Workspace, steps: int = 20, batch_size: int = 64,
-                             pretrained_lr_scale: float = 0.01, hard_negatives: int = 0) -> float:
+                             pretrained_lr_scale: float = 0.01, hard_negatives: int = 0,
+                             fine_tune_layers: int | None = TrainConfig.fine_tune_layers) -> float:
     """Our trainer's training pairs/s over ``steps`` steps of ``batch_size`` pairs (after one
-    warm-up step), default config otherwise; the throwaway run is deleted."""
+    warm-up step) with the body learning at every step (``fine_tune_layers`` top layers; None: all),
+    default config otherwise; the throwaway run is deleted."""
     name = f"bench-pairs-{uuid.uuid4().hex[:8]}"
     cfg = TrainConfig(steps=steps + 1, batch_size=batch_size, max_epochs=None, checkpoint_every=10**9,
-                      log_every=1, pretrained_lr_scale=pretrained_lr_scale)
+                      log_every=1, pretrained_lr_scale=pretrained_lr_scale, fine_tune_epochs=None,
+                      fine_tune_layers=fine_tune_layers)
     cfg = replace(cfg, hard=replace(cfg.hard, per_pair=hard_negatives))
     try:
         run = train(ws, cfg, name)
@@ -56,12 +59,15 @@ def main() -> None:
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--all-layers", action="store_true", help="fine-tune every layer of the body (as the peer)")
     ap.add_argument("--peer", action="store_true", help="also measure the ST peer (bench/st_peer.py)")
     args = ap.parse_args()
     ws = Workspace(args.workspace)
     t = time.perf_counter()
-    ours = trainer_pairs_per_second(ws, args.steps, args.batch_size)
-    print(f"omni train (MiniLM query body fine-tuned, batch {args.batch_size}): {ours:,.1f} pairs/s "
+    layers = None if args.all_layers else TrainConfig.fine_tune_layers
+    ours = trainer_pairs_per_second(ws, args.steps, args.batch_size, fine_tune_layers=layers)
+    print(f"omni train (MiniLM query body, {'all' if layers is None else f'top {layers}'} layer(s) fine-tuned, "
+          f"batch {args.batch_size}): {ours:,.1f} pairs/s "
           f"({time.perf_counter() - t:.0f} s with setup)")
     if args.peer:
         sys.path.insert(0, str(Path(__file__).parent))
