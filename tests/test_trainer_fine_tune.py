@@ -11,7 +11,7 @@ from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.fine_tune import fine_tune_scale
 from omnisearchsage.trainer.loop import checkpoints, read_run_config, train
 
-from .test_trainer_anchor import FROZEN, anchored_ws  # noqa: F401  (the fixture)
+from .test_trainer_anchor import FROZEN, anchored_ws  # noqa: F401  (the fixture, requested by name)
 
 
 def test_rule_freezes_few_queries_and_fine_tunes_many():
@@ -29,8 +29,8 @@ def _body(ws, name: str, index: int = -1) -> dict[str, torch.Tensor]:
     return {k: v for k, v in weights.items() if ".transformer." in k}
 
 
-def test_auto_decides_from_the_workspace_queries_and_saves_the_decision(anchored_ws):
-    ws, _ = anchored_ws
+def test_auto_decides_from_the_workspace_queries_and_saves_the_decision(request):
+    ws, _ = request.getfixturevalue("anchored_ws")
     learning = replace(FROZEN, steps=2, lr=1e-2)
     train(ws, replace(learning, fine_tune_min_queries=10**6), "few")  # fewer queries than the threshold
     train(ws, replace(learning, fine_tune_min_queries=1, fine_tune_epochs=None), "many")
@@ -76,9 +76,9 @@ def test_top_layers_learn_from_lower_layers_computed_once(tmp_path):
     torch.testing.assert_close(from_lower, from_tokens, atol=1e-5, rtol=0)
 
 
-def test_the_body_stops_learning_after_fine_tune_epochs(anchored_ws):
+def test_the_body_stops_learning_after_fine_tune_epochs(request):
     """The body learns in the first steps, then freezes while the rest of the model trains on."""
-    ws, _ = anchored_ws
+    ws, _ = request.getfixturevalue("anchored_ws")
     cfg = replace(FROZEN, steps=4, lr=1e-2, pretrained_lr_scale=0.01, fine_tune_epochs=1e-6,  # 1 step
                   checkpoint_every=1, keep_checkpoints=4, max_epochs=None)
     train(ws, cfg, "stops")

@@ -9,16 +9,17 @@ import numpy as np
 import torch
 
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.inputs import entity_inputs
 from omnisearchsage.model.towers import TwoTowerModel
+from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import HardNegativeConfig
 from omnisearchsage.trainer.data import load_training_data
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.hard_negatives import mine_task, select_hard_negatives
 from omnisearchsage.trainer.loop import model_spec, read_summary, train
-from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.loss import pair_key
 
-from .test_trainer_anchor import FROZEN, anchored_ws  # noqa: F401  (the fixture)
+from .test_trainer_anchor import FROZEN, anchored_ws  # noqa: F401  (the fixture, requested by name)
 
 
 def _keys(pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -47,8 +48,8 @@ def test_other_positives_of_the_query_are_never_negatives_and_short_rows_are_pad
     assert hard.tolist() == [[6, -1, -1]]
 
 
-def test_mined_negatives_respect_the_guard_on_a_workspace(anchored_ws):
-    ws, _ = anchored_ws
+def test_mined_negatives_respect_the_guard_on_a_workspace(request):
+    ws, _ = request.getfixturevalue("anchored_ws")
     cfg = resolve_query_encoder(ws, replace(FROZEN, pretrained_lr_scale=0.0))
     featurizer = Featurizer.load(ws.features)
     data = load_training_data(ws, cfg, featurizer)
@@ -60,7 +61,6 @@ def test_mined_negatives_respect_the_guard_on_a_workspace(anchored_ws):
     assert hard.shape == (task.pairs, 3) and (hard >= 0).any()
     with torch.no_grad():
         cat = data.catalogues["product"]
-        from omnisearchsage.model.inputs import entity_inputs
         e = model.entity(**entity_inputs(data.catalogues, data.dense_layout, [("product", np.arange(len(cat)))]))
         q = model.query(**data.query_inputs(task.query_rows, tok))
     positives = set(zip(task.query_rows.tolist(), task.cand_rows.tolist()))
@@ -71,8 +71,8 @@ def test_mined_negatives_respect_the_guard_on_a_workspace(anchored_ws):
             assert float(q[i] @ e[n]) <= pos - 0.2 * abs(pos) + 1e-6
 
 
-def test_a_run_with_hard_negatives_trains_and_exports(anchored_ws):
-    ws, _ = anchored_ws
+def test_a_run_with_hard_negatives_trains_and_exports(request):
+    ws, _ = request.getfixturevalue("anchored_ws")
     cfg = replace(FROZEN, steps=3, lr=1e-3, max_epochs=None,
                   hard=HardNegativeConfig(per_pair=2, candidates=8, refresh_every=2))
     run = train(ws, cfg, "hard")
