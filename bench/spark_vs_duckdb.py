@@ -80,7 +80,7 @@ def child(stage: str, engine: str, root: Path, master: str, driver_memory: str) 
         from omnisearchsage.split import TimeSplit
 
         cfg = FeatureConfig()
-        corpus = training_corpus(load_sources(ws, cfg, TimeSplit.for_workspace(ws, cfg.split)))
+        corpus = training_corpus(load_sources(ws, cfg, TimeSplit.for_workspace(ws)))
         corpus_s = time.perf_counter() - started
         started = time.perf_counter()
         counts = count_tokens_spark(spark, corpus, cfg) if spark else count_tokens(corpus, cfg)

@@ -98,7 +98,7 @@ class PeerConfig:
 def training_pairs(ws: Workspace) -> pl.DataFrame:
     """(query, text) pairs: the trainer's query→product pairs with each product's text."""
     cfg = TrainConfig()
-    split = TimeSplit.for_workspace(ws, cfg.split)
+    split = TimeSplit.for_workspace(ws)
     pairs = engagement_pairs(ws, split, "product", cfg.product_actions, cfg.max_pairs_per_product)
     ids = pairs["entity_id"].unique().sort()
     text = pl.DataFrame({"entity_id": ids, "text": entity_texts(ws, "product", ids.to_list(), "bm25-text")})

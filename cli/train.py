@@ -50,9 +50,23 @@ def train_cmd(
     lexical_buckets: Annotated[int | None, typer.Option(
         help="Buckets of the lexical channel both towers append (0: none); default: 256 when --query-encoder "
              "auto anchors the model, else none.", show_default=False)] = _M.lexical_buckets,
+    lexical_fields: Annotated[str, typer.Option(
+        help="Comma-separated entity text fields the lexical channel reads (e.g. title,engaged_queries after "
+             "`omni enrich queries`).")] = ",".join(_M.lexical_fields),
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
+    pretrained_lr_scale: Annotated[float | None, typer.Option(
+        help="Learning-rate scale of a pretrained query tower's body (0: frozen, 0.01: fine-tuned at lr/100); "
+             f"default: fine-tuned at {_D.fine_tune_lr_scale:g} when the training pairs hold at least "
+             f"{_D.fine_tune_min_queries:,} distinct queries, else frozen.", show_default=False)]
+    = _D.pretrained_lr_scale,
+    anchor_lr_scale: Annotated[float, typer.Option(
+        help="Learning-rate scale of an anchored model's residual maps, query head and lexical weights.")]
+    = _D.anchor_lr_scale,
+    hard_negatives: Annotated[int, typer.Option(
+        help="Hard negatives per training pair, mined from the model's own index of the catalogue "
+             "(0: none).")] = _D.hard.per_pair,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and dropout.")] = _D.seed,
     checkpoint_minutes: Annotated[float, typer.Option(
         help="Minutes of training between checkpoints (0: none by time); there is always one at the end and "
@@ -74,9 +88,11 @@ def train_cmd(
 
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
-                    lexical_buckets=lexical_buckets)
+                    lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every, cpu_threads=threads or None, model=model)
+                  seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
+                  cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
+                  anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
     table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "

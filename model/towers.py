@@ -180,6 +180,9 @@ class TransformerQueryTower(nn.Module):
 
         super().__init__()
         self.source, self.pooling, self.max_tokens = str(path), cfg.pooling, cfg.max_query_tokens
+        #: Layers below the learning ones while training only the top of the body (set by the trainer;
+        #: inference always runs the whole body).
+        self.frozen_layers = 0
         self.transformer = AutoModel.from_pretrained(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         hidden = self.transformer.config.hidden_size
@@ -205,15 +208,47 @@ class TransformerQueryTower(nn.Module):
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The body's pooled output, before the head: float [n, hidden]."""
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._pooled(hidden, attention_mask)
+
+    def _pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+    @property
+    def layers(self) -> nn.ModuleList | None:
+        """The body's stacked layers when it is a BERT-style encoder (embeddings + encoder.layer), else
+        None: only such a body can be run in two parts (:meth:`lower_layers`, :meth:`pool_upper`)."""
+        encoder = getattr(self.transformer, "encoder", None)
+        layers = getattr(encoder, "layer", None)
+        return layers if hasattr(self.transformer, "embeddings") and isinstance(layers, nn.ModuleList) else None
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.transformer.config, inputs_embeds=hidden,
+                                         attention_mask=attention_mask)
+        for layer in self.layers[start:stop]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def lower_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """Hidden states after the embeddings and the first ``layers`` layers: float [n, tokens, hidden]."""
+        return self._run_layers(self.transformer.embeddings(input_ids=input_ids), attention_mask, 0, layers)
+
+    def pool_upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """:meth:`pool` from the hidden states :meth:`lower_layers` returned for ``start`` layers."""
+        return self._pooled(self._run_layers(hidden, attention_mask, start, None), attention_mask)
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 ids: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-                pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """From tokens, or from ``pooled`` outputs computed once by a frozen body (training)."""
+                pooled: torch.Tensor | None = None, lower: torch.Tensor | None = None) -> torch.Tensor:
+        """From tokens; or from ``pooled`` outputs computed once by a frozen body; or from the hidden
+        states of its first ``frozen_layers`` layers, computed once when only the top ones learn
+        (``attention_mask`` then masks ``lower``). Training uses the last two."""
+        if pooled is None and lower is not None:
+            pooled = self.pool_upper(lower, attention_mask, self.frozen_layers)
         if pooled is None:
             if input_ids is None or attention_mask is None:
                 raise OmniError("pass input_ids and attention_mask (or pooled outputs)")

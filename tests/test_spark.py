@@ -98,7 +98,7 @@ def test_enrichment_identical_across_engines_incremental_included(spark, tiny_ws
 
 def test_vocabulary_counts_and_tables_identical(spark, tiny_ws: Workspace, tmp_path: Path) -> None:
     cfg = FeatureConfig(batch_rows=700)  # several batches per partition
-    corpus = training_corpus(load_sources(tiny_ws, cfg, TimeSplit.for_workspace(tiny_ws, cfg.split)))
+    corpus = training_corpus(load_sources(tiny_ws, cfg, TimeSplit.for_workspace(tiny_ws)))
     polars_counts, spark_counts = count_tokens(corpus, cfg), count_tokens_spark(spark, corpus, cfg)
     for kind, counts in polars_counts.items():
         assert counts.height > 0

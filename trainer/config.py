@@ -42,6 +42,23 @@ class LossConfig:
 
 
 @dataclass
+class HardNegativeConfig:
+    """Hard negatives mined from the model's own index of the catalogue (``hard_negatives.py``)."""
+
+    #: Hard negatives per training pair of a pin / product task (0: none). They join the row's
+    #: in-batch candidates of the sampled softmax.
+    per_pair: int = 0
+    #: Catalogue entities retrieved per training query to choose them from (its nearest ones).
+    candidates: int = 32
+    #: Steps between two minings (the first is at step 0, from the model as it starts).
+    refresh_every: int = 100
+    #: False-negative guard (NV-Retriever's "TopK-PercPos", sentence-transformers'
+    #: ``mine_hard_negatives(relative_margin=...)``): a candidate scoring above
+    #: ``pos - relative_margin * |pos|`` against the query is never a negative of that pair.
+    relative_margin: float = 0.05
+
+
+@dataclass
 class TrainConfig:
     """One training run: which tasks, which data, how long, how fast."""
 
@@ -67,10 +84,26 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 2e-3
     #: A pretrained transformer query tower's body learns at ``lr`` times this; its head at ``lr``.
-    #: 0 freezes the body, and then each distinct training query goes through it once instead of
+    #: None ("auto"): frozen or fine-tuned by the number of training queries (below). 0 freezes the body, and then each distinct training query goes through it once instead of
     #: once per step (a CPU trains the anchored CrowdFlower model in seconds, not minutes). The
     #: paper fine-tunes its DistilBERT; 0.01 (2e-5, the usual BERT fine-tuning rate) does that.
-    pretrained_lr_scale: float = 0.0
+    pretrained_lr_scale: float | None = None
+    #: ``pretrained_lr_scale`` None: the body is fine-tuned at this scale when the training pairs hold at
+    #: least ``fine_tune_min_queries`` distinct queries, else frozen (``fine_tune.resolve_fine_tuning``).
+    fine_tune_lr_scale: float = 0.01
+    #: Distinct training queries from which "auto" fine-tunes the pretrained query body (see README,
+    #: *Fine-tuning the query tower*): a few hundred queries teach a 22M-parameter body the training
+    #: queries only; thousands move it towards the catalogue's language.
+    fine_tune_min_queries: int = 1000
+    #: When the body is fine-tuned, only its top this-many layers learn (None: all of it); the
+    #: embeddings and the layers below are frozen and run once per distinct training query, so a CPU
+    #: step runs a fraction of the body (see README, *Fine-tuning the query tower*).
+    fine_tune_layers: int | None = 1
+    #: The body learns during the first this-many epochs of the slowest task, then freezes: its pooled
+    #: output is computed once and the remaining steps train the head, the residuals and the lexical
+    #: channel alone (None: the body learns to the last step). sentence-transformers' recipe fine-tunes
+    #: for one epoch; on a CPU a body step costs many head-only steps.
+    fine_tune_epochs: float | None = 1.0
     #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
     #: rate they drift from the pretrained space faster than 206 queries can justify (CrowdFlower pair
     #: Recall@10 0.745 at 2e-3, 0.768 at 5e-4, against 0.769 at step 0).
@@ -106,6 +139,7 @@ class TrainConfig:
     export_batch_size: int = 2048
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    hard: HardNegativeConfig = field(default_factory=HardNegativeConfig)
 
     def validate(self) -> None:
         """Raise OmniError for values no run could use, before any data is read."""
@@ -120,14 +154,24 @@ class TrainConfig:
                             "would read nothing; keep a text field, the legacy or the visual embedding")
         if not self.model.entity_mlp and self.model.anchor_kind is None:
             raise OmniError("entity_mlp off needs anchor_kind (the entity tower would have no dense output)")
-        if self.pretrained_lr_scale < 0 or self.anchor_lr_scale < 0:
-            raise OmniError("pretrained_lr_scale and anchor_lr_scale must be >= 0")
+        if (self.pretrained_lr_scale or 0) < 0 or self.anchor_lr_scale < 0 or self.fine_tune_lr_scale < 0:
+            raise OmniError("pretrained_lr_scale, fine_tune_lr_scale and anchor_lr_scale must be >= 0")
+        if self.fine_tune_layers is not None and self.fine_tune_layers < 1:
+            raise OmniError(f"fine_tune_layers {self.fine_tune_layers}: must be >= 1 (or None: every layer)")
+        if self.fine_tune_epochs is not None and self.fine_tune_epochs <= 0:
+            raise OmniError(f"fine_tune_epochs {self.fine_tune_epochs}: must be positive (or None: every step)")
+        if self.fine_tune_min_queries < 0:
+            raise OmniError(f"fine_tune_min_queries {self.fine_tune_min_queries}: must be >= 0")
         if self.model.query_head not in ("linear", "residual"):
             raise OmniError(f"query_head {self.model.query_head!r}: choose linear or residual")
         if (self.model.lexical_buckets or 0) < 0 or self.model.lexical_beta <= 0:
             raise OmniError("lexical_buckets must be >= 0 and lexical_beta > 0")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise OmniError(f"max_epochs {self.max_epochs}: must be positive (or None: no limit)")
+        hard = self.hard
+        if hard.per_pair < 0 or hard.candidates < hard.per_pair or hard.refresh_every < 1 or hard.relative_margin < 0:
+            raise OmniError("hard negatives: per_pair >= 0, candidates >= per_pair, refresh_every >= 1 and "
+                            "relative_margin >= 0")
         loss = self.loss
         if len(loss.matryoshka_dims) != len(loss.matryoshka_weights):
             raise OmniError("loss.matryoshka_dims and loss.matryoshka_weights differ in length")

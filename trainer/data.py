@@ -170,6 +170,8 @@ class TaskSample:
     query_rows: np.ndarray
     pos_rows: np.ndarray
     neg_rows: np.ndarray
+    #: int64 [pairs, k] mined hard negatives (-1: none), or None when the task has none.
+    hard_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -190,6 +192,13 @@ class TrainingData:
     #: A frozen transformer query tower's pooled output for every query row, computed once
     #: (:meth:`pool_queries`); then batches carry these instead of tokens.
     query_pooled: torch.Tensor | None = None
+    #: When only the body's top layers learn: the frozen lower layers' hidden states of every query
+    #: row [rows, tokens, hidden] and their attention mask [rows, tokens], computed once
+    #: (:meth:`encode_lower`); then batches carry these instead of tokens.
+    query_lower: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: Per task, the mined hard negatives of every pair, int64 [pairs, k] (-1: none); refreshed by the
+    #: loop from the model (``hard_negatives.mine``), so unlike the rest of a step they depend on it.
+    hard_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
@@ -200,6 +209,30 @@ class TrainingData:
         with torch.no_grad():
             self.query_pooled = torch.cat([pool(keys.slice(i, batch_size).to_list())
                                            for i in range(0, len(keys), batch_size)])
+
+    def encode_lower(self, tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]],
+                     lower: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int) -> None:
+        """Run the frozen lower part of the body once over every query row, padded to the longest."""
+        keys = self.catalogues["query"].keys
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(keys), batch_size):
+                enc = tokenize(keys.slice(i, batch_size).to_list())
+                parts.append((lower(enc["input_ids"], enc["attention_mask"]), enc["attention_mask"]))
+        width = max(m.shape[1] for _, m in parts)
+        hidden = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h, _ in parts])
+        mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
+        self.query_lower = (hidden, mask)
+
+    def pool_from_lower(self, pool_upper: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int) -> None:
+        """Replace the lower layers' hidden states by the pooled output of the (now frozen) upper ones."""
+        if self.query_lower is None:
+            raise OmniError("no lower-layer hidden states to pool from")
+        hidden, mask = self.query_lower
+        with torch.no_grad():
+            self.query_pooled = torch.cat([pool_upper(hidden[i : i + batch_size], mask[i : i + batch_size])
+                                           for i in range(0, len(hidden), batch_size)])
+        self.query_lower = None
 
     def steps_for_epochs(self, epochs: float) -> int:
         """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
@@ -229,7 +262,9 @@ class TrainingData:
             idx = _epoch_positions(task.pairs, task.batch_size, step * world + rank, (self.seed, i))
             rng = np.random.default_rng((self.seed, i, step, rank, 1))
             neg = task.negative_pool[rng.integers(0, len(task.negative_pool), task.batch_size * self.num_negatives)]
-            out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg)
+            hard = self.hard_rows.get(task.name)
+            out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg,
+                                        None if hard is None else hard[idx])
         return out
 
     def batch(self, samples: dict[str, TaskSample],
@@ -248,6 +283,12 @@ class TrainingData:
         for name, s in samples.items():
             task, b = self.tasks[name], len(s.pos_rows)
             cands = np.concatenate([s.pos_rows, s.neg_rows])
+            hard_valid = None
+            if s.hard_rows is not None:  # a missing one is the row's positive, masked by hard_valid
+                hard_valid = torch.from_numpy(s.hard_rows >= 0)
+                hard = np.where(s.hard_rows >= 0, s.hard_rows, s.pos_rows[:, None])
+                cands = np.concatenate([cands, hard.ravel()])
+            n_neg = len(s.neg_rows)
             if task.frozen:
                 legacy[name] = torch.from_numpy(self.catalogues[task.candidate].legacy[cands])
                 source, start = "legacy", 0
@@ -258,8 +299,10 @@ class TrainingData:
                 entities.append((task.candidate, cands))
                 source, start, e0 = "entity", e0, e0 + len(cands)
             layout[name] = TaskRows(source, slice(q0, q0 + b), slice(start, start + b),
-                                    slice(start + b, start + len(cands)), torch.from_numpy(s.query_rows),
-                                    torch.from_numpy(s.pos_rows), torch.from_numpy(s.neg_rows))
+                                    slice(start + b, start + b + n_neg), torch.from_numpy(s.query_rows),
+                                    torch.from_numpy(s.pos_rows), torch.from_numpy(s.neg_rows),
+                                    slice(start + b + n_neg, start + len(cands)) if hard_valid is not None else None,
+                                    hard_valid)
             q0 += b
         return StepBatch(
             query_inputs=self.query_inputs(np.concatenate(queries), tokenize),
@@ -277,6 +320,10 @@ class TrainingData:
         out = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
         if self.query_pooled is not None:
             out["pooled"] = self.query_pooled[torch.from_numpy(rows)]
+        elif self.query_lower is not None:
+            hidden, mask = (x[torch.from_numpy(rows)] for x in self.query_lower)
+            width = int(mask.sum(1).max()) if len(rows) else 0  # the batch's longest query
+            out |= {"lower": hidden[:, :width], "attention_mask": mask[:, :width]}
         elif tokenize is not None:
             out |= tokenize(queries.keys.gather(rows).to_list())
         return out
@@ -296,6 +343,8 @@ class TaskRows:
     query_ids: torch.Tensor
     pos_ids: torch.Tensor
     neg_ids: torch.Tensor
+    hard: slice | None = None  # [pairs * k] rows of mined hard negatives, k per pair
+    hard_valid: torch.Tensor | None = None  # bool [pairs, k]: False where a pair had fewer
 
 
 @dataclass
@@ -316,7 +365,9 @@ class StepBatch:
             return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
         tasks = {k: TaskRows(r.source, r.query, r.pos, r.neg, r.query_ids.to(device), r.pos_ids.to(device),
-                             r.neg_ids.to(device)) for k, r in self.tasks.items()}
+                             r.neg_ids.to(device), r.hard,
+                             None if r.hard_valid is None else r.hard_valid.to(device))
+                 for k, r in self.tasks.items()}
         return StepBatch(move(self.query_inputs), move(self.entity_inputs) if self.entity_inputs else None,
                          move(self.legacy), tasks)
 

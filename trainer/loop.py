@@ -60,6 +60,8 @@ from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
+from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
+from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
 from omnisearchsage.validate import validate_workspace
@@ -86,9 +88,10 @@ class Objective(nn.Module):
             if source is None:
                 source = batch.legacy[name]
             pos, neg = source[rows.pos], source[rows.neg]
+            hard = None if rows.hard is None else source[rows.hard].view(len(pos), -1, pos.shape[1])
             pairs[name] = PairBatch(queries[rows.query], pos, rows.query_ids, rows.pos_ids,
                                     gather(pos), gather(rows.query_ids), gather(rows.pos_ids),
-                                    gather(neg), gather(rows.neg_ids))
+                                    gather(neg), gather(rows.neg_ids), hard, rows.hard_valid)
         return self.criterion(pairs)
 
 
@@ -150,7 +153,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
     if not resume:
-        cfg = limit_steps(cfg, data)
+        cfg = resolve_fine_tuning(limit_steps(cfg, data), data)
     spec = model_spec(featurizer, data)
 
     # ---- model, loss, optimizer
@@ -159,8 +162,11 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     model = TwoTowerModel(cfg.model, spec, idf)
     criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
     objective = Objective(model, criterion)
-    if isinstance(model.query, TransformerQueryTower) and cfg.pretrained_lr_scale == 0:
-        freeze_query_body(model.query, data, cfg.export_batch_size)
+    if isinstance(model.query, TransformerQueryTower):
+        if not cfg.pretrained_lr_scale:
+            freeze_query_body(model.query, data, cfg.export_batch_size)
+        elif cfg.fine_tune_layers is not None:
+            freeze_lower_layers(model.query, data, cfg.fine_tune_layers, cfg.export_batch_size)
     optimizer = make_optimizer(objective, cfg)
     log.debug("%s", objective)
 
@@ -177,11 +183,16 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     tokenize = getattr(model.query, "tokenize", None)
 
     # ---- the loop
+    body_until = fine_tuning_steps(cfg, data) if isinstance(model.query, TransformerQueryTower) else 0
     done, started, seen, sums, count = start, time.perf_counter(), 0, {}, 0
     last_saved = time.monotonic()
     with progress_bar(cfg.steps, f"train {name}", "step") as bar, stop_signals() as stop:
         bar.advance(start)
         for step in range(start, cfg.steps):
+            if step == max(start, body_until) and body_until < cfg.steps and cfg.pretrained_lr_scale:
+                stop_fine_tuning(model.query, data, cfg.export_batch_size, step)
+            if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
+                mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
             torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
             batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
             lr = lr_at(step, cfg)
@@ -299,6 +310,47 @@ def freeze_query_body(tower: TransformerQueryTower, data: TrainingData, batch_si
     tower.transformer.eval()
     data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
     tower.transformer.train()
+
+
+def freeze_lower_layers(tower: TransformerQueryTower, data: TrainingData, top: int, batch_size: int) -> None:
+    """Fine-tune only the body's top ``top`` layers: freeze the embeddings and the layers below, and
+    run those once over every training query, in eval mode. A body that cannot be split (not
+    BERT-style) or has no more than ``top`` layers is fine-tuned whole."""
+    layers = tower.layers
+    if layers is None or len(layers) <= top:
+        log.info("query body: every layer fine-tuned (%s)", "not a BERT-style body" if layers is None
+                 else f"{len(layers)} layers <= fine_tune_layers {top}")
+        return
+    frozen = len(layers) - top
+    tower.transformer.embeddings.requires_grad_(False)
+    for layer in layers[:frozen]:
+        layer.requires_grad_(False)
+    tower.transformer.eval()
+    data.encode_lower(tower.tokenize, lambda ids, mask: tower.lower_layers(ids, mask, frozen), batch_size)
+    tower.transformer.train()
+    tower.frozen_layers = frozen
+    log.info("query body: top %d of %d layers fine-tuned; the %d below run once per training query",
+             top, len(layers), frozen)
+
+
+def fine_tuning_steps(cfg: TrainConfig, data: TrainingData) -> int:
+    """The step at which a fine-tuned body freezes (``fine_tune_epochs``); ``cfg.steps``: never."""
+    if not cfg.pretrained_lr_scale or cfg.fine_tune_epochs is None:
+        return cfg.steps
+    return min(cfg.steps, data.steps_for_epochs(cfg.fine_tune_epochs))
+
+
+def stop_fine_tuning(tower: TransformerQueryTower, data: TrainingData, batch_size: int, step: int) -> None:
+    """Freeze the whole body from ``step`` on and pool every training query through it once (from the
+    lower layers' cached states when only the top ones learned); the optimizer skips it from then on."""
+    tower.transformer.requires_grad_(False)
+    tower.transformer.eval()
+    if data.query_lower is not None:
+        data.pool_from_lower(lambda hidden, mask: tower.pool_upper(hidden, mask, tower.frozen_layers), batch_size)
+    else:
+        data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
+    log.info("step %d: query body frozen after fine_tune_epochs; the head, residuals and lexical channel "
+             "train on", step)
 
 
 def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:

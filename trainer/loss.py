@@ -25,6 +25,8 @@ class PairBatch(NamedTuple):
     | all_query_ids, all_pos_ids | [B_all] | their ids |
     | neg | [N, D'] | random negatives drawn from the catalogue (every process's) |
     | neg_ids | [N] | their ids |
+    | hard | [B, k, D'] or None | each pair's mined hard negatives (``hard_negatives.py``) |
+    | hard_valid | [B, k] bool or None | False where a pair had fewer than k |
 
     With one process the ``all_*`` fields are the local ones.
     """
@@ -38,6 +40,8 @@ class PairBatch(NamedTuple):
     all_pos_ids: torch.Tensor
     neg: torch.Tensor
     neg_ids: torch.Tensor
+    hard: torch.Tensor | None = None
+    hard_valid: torch.Tensor | None = None
 
 
 class TaskLoss(NamedTuple):
@@ -79,6 +83,10 @@ class SampledSoftmaxLoss(nn.Module):
     ``log P(p|q)`` as in the paper's code. A *hit* is a candidate that is itself a positive of the
     same query in this batch (the row's own entity, or the entity of another pair with the same
     query): it is masked, so a true positive is never pushed away.
+
+    Mined hard negatives (``PairBatch.hard``, k per pair) join their own row's in-batch candidates
+    without a logQ term (they are chosen by score, not drawn by popularity); the miner has already
+    excluded the query's positives and the candidates its false-negative guard rejects.
 
     Two such terms are summed, as the paper's ``MIXED_SUM`` mode: ``in_batch`` (N = all positives
     of the batch, over every process) and ``random`` (N = ``num_negatives`` x B entities drawn
@@ -154,7 +162,12 @@ class SampledSoftmaxLoss(nn.Module):
         for dim, weight in zip(self.dims, self.weights):
             q, p, c, n = (F.normalize(x[:, :dim].float(), dim=-1) for x in (b.query, b.pos, b.all_pos, b.neg))
             pos_logit = self.scale * (q * p).sum(-1, keepdim=True) - log_p_pos.unsqueeze(1)
-            in_batch = self._cross_entropy(pos_logit, self.scale * q @ c.T - log_q_in, hit_in)
+            in_batch_logits, in_batch_hits = self.scale * q @ c.T - log_q_in, hit_in
+            if b.hard is not None:  # the row's own hard negatives join its in-batch candidates
+                h = F.normalize(b.hard[..., :dim].float(), dim=-1)
+                in_batch_logits = torch.cat([in_batch_logits, self.scale * torch.einsum("bd,bkd->bk", q, h)], dim=1)
+                in_batch_hits = torch.cat([in_batch_hits, ~b.hard_valid], dim=1)
+            in_batch = self._cross_entropy(pos_logit, in_batch_logits, in_batch_hits)
             random = self._cross_entropy(pos_logit, self.scale * q @ n.T - log_q_rnd, hit_rnd)
             components[f"in_batch@{dim}"], components[f"random@{dim}"] = in_batch, random
             total = total + weight * (in_batch + random)
