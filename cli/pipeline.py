@@ -17,14 +17,17 @@ def pipeline(
     steps: Annotated[int | None, typer.Option(help="Training steps (default: the trainer's).")] = None,
     finetune_seconds: Annotated[float | None, typer.Option(
         help="Time budget for fine-tuning the captioner (default: the fine-tuner's).")] = None,
+    visual_model: Annotated[str | None, typer.Option(
+        help="Image model of the visual-embedding stage: a local Hugging Face vision model folder (default: "
+             "the bundled EfficientNet-Lite0; the stage is skipped when it is not installed).")] = None,
     ablations: Annotated[bool, typer.Option(help="Also train and evaluate the paper's ablation models "
                                                  "(Tables 3-6); adds several training runs.")] = False,
     redo: Annotated[bool, typer.Option(help="Re-run stages whose outputs already exist.")] = False,
 ) -> None:
     """Run every stage on one workspace (the main job), generating a sample world if it is empty.
 
-    Order: validate, enrich (board titles, engaged queries, captioner fine-tune, captions),
-    features, train --tasks all, export, eval, report.
+    Order: validate, enrich (board titles, engaged queries, captioner fine-tune, captions, visual
+    embeddings), features, train --tasks all, export, eval, report.
 
     Stages whose outputs exist are skipped unless --redo, so an interrupted pipeline resumes.
     """
@@ -37,7 +40,7 @@ def pipeline(
         typer.echo(f"[{'skip' if res.skipped else ' ok '}] {res.name}")
 
     cfg = PipelineConfig(size=size, seed=seed, run_name=run, train_steps=steps,
-                         finetune_seconds=finetune_seconds, ablations=ablations, skip_existing=not redo)
+                         finetune_seconds=finetune_seconds, visual_model=visual_model, ablations=ablations, skip_existing=not redo)
     results = run_pipeline(w.root, cfg, on_stage=report)
     evaluation = next(r for r in results if r.name == "eval").stats
     print_results(evaluation)

@@ -44,6 +44,9 @@ def train_cmd(
         show_default=False)] = None,
     legacy: Annotated[bool, typer.Option(
         help="Feed legacy pin/product embeddings to the entity tower (--no-legacy ablates them).")] = _M.use_legacy,
+    visual: Annotated[bool, typer.Option(
+        help="Feed the visual embeddings of `omni enrich visual` to the entity tower when the workspace has "
+             "them (--no-visual ablates them).")] = _M.use_visual,
     lexical_buckets: Annotated[int | None, typer.Option(
         help="Buckets of the lexical channel both towers append (0: none); default: 256 when --query-encoder "
              "auto anchors the model, else none.", show_default=False)] = _M.lexical_buckets,
@@ -76,13 +79,14 @@ def train_cmd(
 ) -> None:
     """Train the query and entity towers jointly on every task (WS/runs/NAME/).
 
-    Reads features/ (run `omni features build` first), raw engagements of the training window
-    and legacy embeddings. Writes config.json, metrics.jsonl, checkpoints/ and summary.json.
+    Reads features/ (run `omni features build` first), raw engagements of the training window,
+    legacy embeddings and, when present, the visual embeddings of `omni enrich visual`. Writes
+    config.json, metrics.jsonl, checkpoints/ and summary.json.
     Ctrl-C or SIGTERM saves a checkpoint after the step in flight; --resume continues from the last one.
     """
     from omnisearchsage.trainer.loop import read_summary, train
 
-    model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy,
+    model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -39,6 +39,9 @@ class ModelConfig:
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
+    #: Concatenate the entity's visual embedding (``enrich/visual_embeddings.parquet``, zeros + a 0 flag
+    #: when missing) when the workspace has that table; False ablates it (``--no-visual``).
+    use_visual: bool = True
     #: Set by "auto" anchoring, not by hand: the entity kind whose legacy embedding the entity tower
     #: passes through an identity-initialised residual (its MLP starts at zero), so the model starts
     #: as the pretrained encoder's zero-shot retrieval. None: the paper's plain MLP.

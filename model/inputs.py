@@ -1,4 +1,4 @@
-"""The towers' inputs: per-entity token bags and legacy embeddings, read from the features tables.
+"""The towers' inputs: per-entity token bags, legacy and visual embeddings, read from the features tables.
 
 Layout of token ids. A features table holds one ``list[int32]`` per text field. A
 :class:`TokenBags` keeps them as one CSR array, bag ``field * rows + row``, and gathers any set of
@@ -69,15 +69,22 @@ class TokenBags:
 
 
 # ---------------------------------------------------------------------------- catalogues
+#: The dense-layout key of the visual embedding's slot. One slot for pins and products (unlike the
+#: legacy embeddings, one per kind): one image model embeds both, so their vectors share a space.
+VISUAL = "visual"
+
+
 @dataclass
 class Catalogue:
-    """The rows one kind of candidate is drawn from: keys, token bags, legacy embeddings."""
+    """The rows one kind of candidate is drawn from: keys, token bags, legacy and visual embeddings."""
 
     kind: str  # pin, product or query
     keys: pl.Series  # pin_id / product_id / normalised query text, one per row
     bags: TokenBags
     legacy: np.ndarray | None = None  # float32 [rows, legacy_dim], zeros where missing
     has_legacy: np.ndarray | None = None  # bool [rows]
+    visual: np.ndarray | None = None  # float32 [rows, visual_dim], zeros where missing
+    has_visual: np.ndarray | None = None  # bool [rows]
 
     def __len__(self) -> int:
         return self.bags.rows
@@ -85,6 +92,16 @@ class Catalogue:
     @property
     def legacy_dim(self) -> int:
         return 0 if self.legacy is None else self.legacy.shape[1]
+
+    @property
+    def visual_dim(self) -> int:
+        return 0 if self.visual is None else self.visual.shape[1]
+
+
+def with_presence(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 vectors with NaN rows where missing -> (zeros in those rows, presence flags)."""
+    present = ~np.isnan(vectors).any(axis=1)
+    return np.where(present[:, None], vectors, 0.0).astype(np.float32), present
 
 
 def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:
@@ -98,7 +115,8 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
     """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
 
     ``dense`` holds each row's legacy embedding in its kind's slot of ``layout`` followed by a
-    presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding).
+    presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding); and,
+    when ``layout`` has a :data:`VISUAL` slot, the row's visual embedding and flag the same way.
     """
     width = sum(dim + 1 for _, dim in layout.values())
     ids, offsets, dense, done = [], [], [], 0
@@ -110,6 +128,10 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
             offset, dim = layout[kind]
             d[:, offset : offset + dim] = cat.legacy[rows]
             d[:, offset + dim] = cat.has_legacy[rows]
+        if VISUAL in layout and cat.visual is not None:
+            offset, dim = layout[VISUAL]
+            d[:, offset : offset + dim] = cat.visual[rows]
+            d[:, offset + dim] = cat.has_visual[rows]
         ids.append(i)
         offsets.append(o + done)
         dense.append(d)

@@ -30,7 +30,7 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize
 from omnisearchsage.model.config import ModelConfig, config_from_json
-from omnisearchsage.model.inputs import Catalogue, TokenBags, entity_inputs
+from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inputs, with_presence
 from omnisearchsage.model.towers import (
     EntityTower,
     ModelSpec,
@@ -81,7 +81,8 @@ class QueryEncoder:
 
 
 class EntityEncoder:
-    """Pin or product text fields (+ legacy embedding) -> float32 [n, dim] L2-normalised embeddings."""
+    """Pin or product text fields (+ legacy and visual embeddings) -> float32 [n, dim] L2-normalised
+    embeddings."""
 
     def __init__(self, tower: EntityTower, featurizer: Featurizer, spec: ModelSpec, version: str,
                  batch_size: int) -> None:
@@ -92,17 +93,23 @@ class EntityEncoder:
     def __repr__(self) -> str:
         return f"EntityEncoder(version={self.version!r}, dim={self.dim}, fields={list(self.spec.fields)})"
 
-    def encode(self, kind: str, fields: Mapping[str, Sequence[Any]], legacy: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, kind: str, fields: Mapping[str, Sequence[Any]], legacy: np.ndarray | None = None,
+               visual: np.ndarray | None = None) -> np.ndarray:
         """``fields``: text per field name (``str``, or a list of strings for board_titles and
         engaged_queries; missing fields are empty); ``legacy``: float32 [n, dim] with NaN rows
-        (or None) where an entity has none."""
-        n = len(next(iter(fields.values()))) if fields else (0 if legacy is None else len(legacy))
+        (or None) where an entity has none; ``visual``: the same for the visual embeddings (from the
+        image model the run was trained with: the export manifest's ``visual_model``)."""
+        sizes = [len(v) for v in (*fields.values(), legacy, visual) if v is not None]
+        n = sizes[0] if sizes else 0
+        if any(size != n for size in sizes):
+            raise OmniError(f"encode: fields, legacy and visual hold different numbers of entities {sizes}")
         columns = [self.featurizer.encode_field(pl.Series(f, fields[f], dtype=_FIELD_TYPES.get(f, pl.Utf8))).to_arrow()
                    if f in fields else None for f in self.spec.fields]
         cat = Catalogue(kind, pl.Series([str(i) for i in range(n)]), TokenBags.from_lists(columns, n))
         if legacy is not None:
-            cat.has_legacy = ~np.isnan(legacy).any(axis=1)
-            cat.legacy = np.where(cat.has_legacy[:, None], legacy, 0.0).astype(np.float32)
+            cat.legacy, cat.has_legacy = with_presence(legacy)
+        if visual is not None:
+            cat.visual, cat.has_visual = with_presence(visual)
         return self.encode_catalogue(cat)
 
     @torch.inference_mode()
@@ -112,6 +119,9 @@ class EntityEncoder:
         if cat.kind in layout and cat.legacy is not None and cat.legacy_dim != layout[cat.kind][1]:
             raise OmniError(f"{cat.kind} legacy embeddings have {cat.legacy_dim} dims; the model was trained "
                             f"with {layout[cat.kind][1]}")
+        if VISUAL in layout and cat.visual is not None and cat.visual_dim != layout[VISUAL][1]:
+            raise OmniError(f"{cat.kind} visual embeddings have {cat.visual_dim} dims; the model was trained "
+                            f"with {layout[VISUAL][1]}")
         rows = np.arange(len(cat)) if rows is None else rows
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         for start in range(0, len(rows), self.batch_size):

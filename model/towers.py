@@ -4,7 +4,8 @@ Entity tower (paper section 3.2)::
 
     per text field f:  e_f = HashEmbeddingBag(token ids of f)          [token_dim]
     text             = sum_f w_f * e_f                                  w: one learned weight per field
-    x                = concat(text, legacy pin emb, has_pin, legacy product emb, has_product)
+    x                = concat(text, legacy pin emb, has_pin, legacy product emb, has_product,
+                              visual emb, has_visual)
     dense            = MLP(x)  (+ R(legacy of the anchor kind) when anchored)  [dim]
     entity           = L2( [ L2(dense) ; lexical(title ids) ] )          [dim + lexical_buckets]
 
@@ -277,9 +278,10 @@ def build_query_tower(cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | 
 @dataclass
 class ModelSpec:
     """What the data decides about the model: the token id space, the text fields the entity tower
-    reads, where each kind's legacy embedding sits in its dense input ``{kind: (offset, dim)}``
-    (each slot is followed by a presence flag), and the id ranges the lexical channel reads (the
-    unigram vocabulary and its OOV buckets). Saved in the run's config.json and the export."""
+    reads, where each kind's legacy embedding sits in its dense input ``{kind: (offset, dim)}`` and
+    the visual embedding under ``"visual"`` (each slot is followed by a presence flag), and the id
+    ranges the lexical channel reads (the unigram vocabulary and its OOV buckets). Saved in the run's
+    config.json and the export."""
 
     num_ids: int
     fields: tuple[str, ...]

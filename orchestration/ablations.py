@@ -1,7 +1,7 @@
 """``omni eval --ablations``: the paper's Tables 3-6 re-run on the workspace.
 
-Each table compares model variants that differ in one thing: entity text fields
-(Tables 3 and 4), training tasks (Tables 5 and 6). Every variant is trained from the
+Each table compares model variants that differ in one thing: entity text fields and the
+visual embedding (Tables 3 and 4), training tasks (Tables 5 and 6). Every variant is trained from the
 run's own config with one budget (:class:`AblationConfig`;
 by default the run's own, and the run itself is the unified reference; with a shorter
 budget the unified reference is retrained with it too), exported and evaluated on the
@@ -9,9 +9,10 @@ same held-out pairs with the paper's protocol (Recall@10 against the random inde
 differences come from the ablated thing and not from training length.
 
 =========  =========================================================================
-Table 3    pins with no title and no description: without vs with captions
+Table 3    pins with no title and no description: without captions → with captions
+           → with captions + visual embeddings
 Table 4    continuous features only → + title, description, captions → + board
-           titles → + engaged queries
+           titles → + engaged queries → + visual embeddings
 Table 5    one single-task model per task vs the unified model
 Table 6    compatibility (query prefix vs frozen legacy embeddings): trained jointly
            with the unified model vs a query encoder trained only on the compat tasks
@@ -21,6 +22,17 @@ Variant runs are ``runs/<run>--abl-<variant>``; an existing export is reused unl
 ``AblationConfig.retrain``. The paper's "relevance" column (human-judged pairs) is our
 ``relevance`` set, the ground-truth-relevant test pairs (see ``evaluate.relevance_pairs``);
 on data without ground truth it stays empty.
+
+Where "+ visual" sits. The paper's entity tower reads its visual embedding in every row of
+Table 4 (it is one of the "continuous features"), so none of its rows is a without-visual
+model and no placement of ours reproduces a paper row exactly. We add it last: rows one to four
+stay the same without-visual models as before (comparable with earlier measurements), and the
+last step measures what the visual stage adds on top of every text feature, which is what a
+user deciding whether to run ``omni enrich visual`` wants to know; Table 3 measures it where
+text is scarcest (pins without title or description). Every variant but "+ visual" (and the
+Table 5-6 variants, which follow the run) trains without the visual embedding. When the run
+has no visual slot (no ``enrich/visual_embeddings.parquet``, or ``--no-visual``) the "+ visual"
+cells stay empty and no extra variant is trained.
 """
 from __future__ import annotations
 
@@ -37,6 +49,7 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
 from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
+from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.export import export_run
@@ -57,40 +70,46 @@ METRIC = f"recall@{K}"
 
 @dataclass(frozen=True)
 class Variant:
-    """A model variant: ``None`` keeps the run's own value; ``drop_fields`` removes fields from it."""
+    """A model variant: ``None`` keeps the run's own value; ``drop_fields`` removes fields from it;
+    ``visual`` False turns the visual embedding off."""
 
     name: str
     entity_fields: tuple[str, ...] | None = None
     drop_fields: tuple[str, ...] = ()
     tasks: tuple[str, ...] | None = None
+    visual: bool | None = None
 
 
 UNIFIED = Variant("unified")
-NO_CAPTIONS = Variant("no-captions", drop_fields=("caption",))
+#: Every feature but the visual embedding: Table 3's "with captions", Table 4's "+ engaged queries".
+NO_VISUAL = Variant("no-visual", visual=False)
+NO_CAPTIONS = Variant("no-captions", drop_fields=("caption",), visual=False)
 TABLE4_VARIANTS = (
-    ("continuous features only", Variant("continuous-only", entity_fields=())),
-    ("+ title, description, captions", Variant("text", entity_fields=TEXT_FIELDS)),
-    ("+ board titles", Variant("text+boards", entity_fields=TEXT_FIELDS + BOARD_FIELDS)),
-    # The last stage reads every field: that is the unified reference itself.
-    ("+ engaged queries", UNIFIED),
+    ("continuous features only", Variant("continuous-only", entity_fields=(), visual=False)),
+    ("+ title, description, captions", Variant("text", entity_fields=TEXT_FIELDS, visual=False)),
+    ("+ board titles", Variant("text+boards", entity_fields=TEXT_FIELDS + BOARD_FIELDS, visual=False)),
+    ("+ engaged queries", NO_VISUAL),
+    # The last stage reads every field and the visual embedding: the unified reference itself.
+    ("+ visual", UNIFIED),
 )
 #: Table 5: the single-task variant that owns each task's eval sets.
 SINGLE_TASK = {t: Variant(f"only-{t}", tasks=(t,)) for t in ("query-pin", "query-product", "query-query")}
 COMPAT_ONLY = Variant("compat-only", tasks=("compat-pin", "compat-product"))
 
 
-def variants_for(tables: tuple[int, ...]) -> list[Variant]:
-    """Every variant the requested tables need, each once, the unified reference first."""
+def variants_for(tables: tuple[int, ...], visual: bool = True) -> list[Variant]:
+    """Every variant the requested tables need, each once, the unified reference first (``visual``
+    False: the run has no visual slot, so the no-visual variant would be the run itself)."""
     need = [UNIFIED]
     if 3 in tables:
-        need.append(NO_CAPTIONS)
+        need += [NO_CAPTIONS, NO_VISUAL]
     if 4 in tables:
         need.extend(v for _, v in TABLE4_VARIANTS)
     if 5 in tables:
         need.extend(SINGLE_TASK.values())
     if 6 in tables:
         need.append(COMPAT_ONLY)
-    return list(dict.fromkeys(need))
+    return [v for v in dict.fromkeys(need) if visual or v is not NO_VISUAL]
 
 
 def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig) -> TrainConfig:
@@ -99,7 +118,8 @@ def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConf
               if v is not None}
     fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
     fields = tuple(f for f in fields if f not in variant.drop_fields)
-    model = replace(base.model, entity_fields=fields)
+    use_visual = base.model.use_visual if variant.visual is None else variant.visual
+    model = replace(base.model, entity_fields=fields, use_visual=use_visual)
     tasks = base.tasks if variant.tasks is None else variant.tasks
     return replace(base, model=model, tasks=tasks, **budget)
 
@@ -107,6 +127,11 @@ def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConf
 def base_config(ws: Workspace, run: str) -> TrainConfig:
     """The TrainConfig run ``run`` was trained with (its ``config.json``)."""
     return TrainConfig.from_json(read_run_config(ws.run_dir(run))["config"])
+
+
+def run_uses_visual(ws: Workspace, run: str) -> bool:
+    """Whether run ``run``'s entity tower has a visual slot (its ``config.json`` spec)."""
+    return VISUAL in read_run_config(ws.run_dir(run))["spec"]["dense_layout"]
 
 
 def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
@@ -158,11 +183,11 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     variant is scored on (same workspace, same split, same seed).
     """
     sub_cfg = replace(cfg, baselines=(), ann=())
-    base = base_config(ws, run)
+    base, visual = base_config(ws, run), run_uses_visual(ws, run)
     evals: dict[str, Evaluation | None] = {}
     errors: dict[str, str] = {}
     own_budget = ablation.steps is None and ablation.batch_size is None
-    for variant in variants_for(ablation.tables):
+    for variant in variants_for(ablation.tables, visual):
         if variant is UNIFIED and own_budget:  # same config and budget: the run itself
             evals[variant.name] = main
             continue
@@ -172,17 +197,24 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
             log.warning("ablation %s not trained: %s", variant.name, e)
             evals[variant.name], errors[variant.name] = None, str(e)
     unified = evals[UNIFIED.name]
+    # Without a visual slot the run is the no-visual model, and the "+ visual" cells stay empty.
+    plus_visual = unified if visual else None
+    if not visual:
+        evals[NO_VISUAL.name] = unified
     tables: dict[str, Any] = {"steps": ablation.steps, "errors": errors, "tables": {}}
     if 3 in ablation.tables:
         no_text = _no_text_pins(ws)
         rows = []
         for task, action, paper in _sets("query-pin"):
             without, n = recall(evals[NO_CAPTIONS.name], task, action, no_text)
-            with_, _ = recall(unified, task, action, no_text)
-            rows.append([paper, *TABLE3.get(paper, (None, None)), without, with_, n])
+            with_, _ = recall(evals[NO_VISUAL.name], task, action, no_text)
+            with_visual, _ = recall(plus_visual, task, action, no_text)
+            rows.append([paper, *TABLE3.get(paper, (None, None)), without, with_, with_visual, n])
         tables["tables"]["3"] = {
-            "title": "Table 3: pins with no title or description, Recall@10 without → with captions",
-            "columns": ["eval set", "paper without", "paper with", "ours without", "ours with", "pairs"],
+            "title": "Table 3: pins with no title or description, Recall@10 without → with captions "
+                     "→ with captions + visual embeddings",
+            "columns": ["eval set", "paper without", "paper with", "ours without", "ours with",
+                        "ours with + visual", "pairs"],
             "rows": rows,
         }
     if 4 in ablation.tables:
@@ -191,10 +223,12 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
         for label, variant in TABLE4_VARIANTS:
             cells: list[Any] = [label]
             for task, action, paper in sets:
-                cells += [TABLE4[label].get(paper), recall(evals[variant.name], task, action)[0]]
+                ev = plus_visual if variant is UNIFIED else evals[variant.name]
+                cells += [TABLE4.get(label, {}).get(paper), recall(ev, task, action)[0]]
             rows.append(cells)
         tables["tables"]["4"] = {
-            "title": "Table 4: entity features added in order, Recall@10",
+            "title": "Table 4: entity features added in order, Recall@10 (the paper's rows all include its "
+                     "visual embedding; ours add it last)",
             "columns": ["features"] + [f"{c} {p}" for _, _, p in sets for c in ("paper", "ours")],
             "rows": rows,
         }

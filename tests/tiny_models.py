@@ -1,4 +1,5 @@
-"""Tiny Hugging Face models built from configs, for tests that must never download.
+"""Tiny Hugging Face models built from configs, for tests that must never download: a BERT with a
+real word vocabulary, and a ViT with its PIL image processor.
 
 The tokenizer is assembled with the ``tokenizers`` library (WordPiece with BERT's normaliser,
 pre-tokenizer and [CLS]/[SEP] template) and saved with ``save_pretrained``, so
@@ -35,4 +36,19 @@ def tiny_bert(words: Sequence[str], out: Path, layers: int = 1, hidden: int = 32
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                          num_attention_heads=2, intermediate_size=hidden, max_position_embeddings=64)).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_vit(out: Path, hidden: int = 32) -> Path:
+    """A randomly initialised ViT (seed 0) over 16 x 16 images in 8 x 8 patches, and its PIL image
+    processor, saved to ``out`` as a model folder ``omni enrich visual --model`` loads."""
+    from transformers import ViTConfig, ViTModel
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=8, hidden_size=hidden, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=2 * hidden)
+    out.mkdir(parents=True, exist_ok=True)
+    ViTModel(config).save_pretrained(out)
+    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(out)
     return out

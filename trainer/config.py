@@ -149,9 +149,9 @@ class TrainConfig:
         bad_fields = [f for f in (*self.model.entity_fields, *self.model.lexical_fields) if f not in ENTITY_FIELDS]
         if bad_fields:
             raise OmniError(f"entity fields {bad_fields}: choose from {', '.join(ENTITY_FIELDS)}")
-        if not self.model.entity_fields and not self.model.use_legacy:
-            raise OmniError("entity_fields is empty and legacy embeddings are off: the entity tower would "
-                            "read nothing; keep a text field or the legacy embedding")
+        if not self.model.entity_fields and not self.model.use_legacy and not self.model.use_visual:
+            raise OmniError("entity_fields is empty and legacy and visual embeddings are off: the entity tower "
+                            "would read nothing; keep a text field, the legacy or the visual embedding")
         if not self.model.entity_mlp and self.model.anchor_kind is None:
             raise OmniError("entity_mlp off needs anchor_kind (the entity tower would have no dense output)")
         if (self.pretrained_lr_scale or 0) < 0 or self.anchor_lr_scale < 0 or self.fine_tune_lr_scale < 0:

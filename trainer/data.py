@@ -32,9 +32,10 @@ from omnisearchsage.contract import (
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import has_words_expr, normalize_expr
-from omnisearchsage.model.inputs import Catalogue, TokenBags, entity_inputs, query_catalogue
+from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inputs, query_catalogue
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
 }
 
 
-def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Catalogue | None:
+def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str],
+                          visual: bool = False) -> Catalogue | None:
     """Pins or products from ``features/<kind>s.parquet`` (None if the workspace has none) with
-    their legacy embeddings from the raw table."""
+    their legacy embeddings from the raw table, and with ``visual`` their visual embeddings."""
     feature_table, raw_table = ENTITY_TABLES[kind]
     path = ws.path(feature_table)
     if not path.exists():
@@ -65,7 +67,10 @@ def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str]) -> Ca
     bags = TokenBags.from_lists([frame.get_column(f).to_arrow() if f in wanted else None for f in fields],
                                 frame.height)
     legacy, has = _legacy(ws, raw_table, frame.select(key))
-    return Catalogue(kind, frame.get_column(key), bags, legacy, has)
+    cat = Catalogue(kind, frame.get_column(key), bags, legacy, has)
+    if visual:
+        cat.visual, cat.has_visual = load_visual(ws, kind, cat.keys)
+    return cat
 
 
 def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -182,6 +187,8 @@ class TrainingData:
     dense_layout: dict[str, tuple[int, int]] = field(default_factory=dict)
     seed: int = 0
     num_negatives: int = 4
+    #: The image model of the visual slot's embeddings (None: no visual slot).
+    visual_model: str | None = None
     #: A frozen transformer query tower's pooled output for every query row, computed once
     #: (:meth:`pool_queries`); then batches carry these instead of tokens.
     query_pooled: torch.Tensor | None = None
@@ -387,7 +394,9 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     """Catalogues and per-task pairs for ``cfg.tasks``; raises OmniError for a named task without data."""
     split = TimeSplit.for_workspace(ws)
     fields = tuple(cfg.model.entity_fields)
-    entities = {k: c for k in ("pin", "product") if (c := load_entity_catalogue(ws, k, fields)) is not None}
+    images = visual_model(ws) if cfg.model.use_visual else None
+    entities = {k: c for k in ("pin", "product")
+                if (c := load_entity_catalogue(ws, k, fields, images is not None)) is not None}
     for cat in entities.values():
         if cat.bags.max_id >= featurizer.num_ids:
             raise OmniError(f"{ws.path(ENTITY_TABLES[cat.kind][0])}: token id {cat.bags.max_id} >= num_ids "
@@ -434,10 +443,18 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
             if cat.legacy is not None:
                 layout[kind] = (offset, cat.legacy_dim)
                 offset += cat.legacy_dim + 1
+    offset = sum(dim + 1 for _, dim in layout.values())
+    visual_dims = {cat.visual_dim for cat in entities.values() if cat.visual is not None}
+    if visual_dims:  # one slot for pins and products: one image model embedded both
+        layout[VISUAL] = (offset, visual_dims.pop())
+    elif cfg.model.use_visual:
+        log.info("no visual embeddings for these entities (run `omni enrich visual`): the entity tower has "
+                 "no visual slot")
     if not fields and not layout:
-        raise OmniError("entity_fields is empty and no catalogue has legacy_embedding values: the entity tower "
-                        "would read nothing")
-    return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives)
+        raise OmniError("entity_fields is empty and there is no legacy or visual embedding to read (off, or "
+                        "not in the workspace): the entity tower would read nothing")
+    return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
+                        visual_model=images if VISUAL in layout else None)
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,

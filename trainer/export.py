@@ -21,9 +21,10 @@ import torch
 from safetensors.torch import load_file
 
 from omnisearchsage.atomic import atomic_path, write_json
-from omnisearchsage.contract import FEATURE_QUERIES, ExportLayout, RunLayout, Workspace
+from omnisearchsage.contract import FEATURE_QUERIES, VISUAL_EMBEDDINGS, ExportLayout, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.model.io import (
     EntityEncoder,
     load_entity_encoder,
@@ -37,6 +38,7 @@ from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue
 from omnisearchsage.trainer.loop import checkpoints, read_run_config
+from omnisearchsage.trainer.visual import visual_model
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
         raise OmniError(f"{ws.features_manifest}: num_ids {featurizer.num_ids} differs from the run's "
                         f"{spec.num_ids}; the features were rebuilt after training: retrain the run")
     model_cfg, batch = cfg.to_json()["model"], cfg.export_batch_size
+    visual = _reads_visual(ws, name, spec, saved.get("visual_model"))
     with atomic_path(ws.export_dir(name)) as tmp:
         out = ExportLayout(tmp)
         version = f"{name}@{step}-{save_query_tower(model.query, model_cfg, spec, featurizer, batch, out.query_encoder)}"
@@ -88,7 +91,7 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
         entity_encoder = EntityEncoder(model.entity, featurizer, spec, version, batch)
         written = []
         for kind in ("pin", "product"):
-            cat = load_entity_catalogue(ws, kind, spec.fields)
+            cat = load_entity_catalogue(ws, kind, spec.fields, visual)
             if cat is not None:
                 if embeddings:
                     write_embeddings(out, kind, cat.keys, entity_encoder.encode_catalogue(cat))
@@ -108,6 +111,8 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
             "lexical_buckets": cfg.model.lexical_buckets,
             "legacy_dim": next(iter(set(legacy_dims.values()))) if len(set(legacy_dims.values())) == 1 else None,
             "legacy_dims": legacy_dims,
+            "visual_model": saved.get("visual_model"),
+            "visual_dim": spec.dense_layout[VISUAL][1] if visual else None,
             "query_encoder": "ngram" if cfg.model.query_encoder == "ngram" else "transformer",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "split": saved["split"],
@@ -116,6 +121,17 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
         }, out.manifest)
     log.info("exported %s (%s) to %s", name, version, ws.export_dir(name))
     return ws.export_dir(name)
+
+
+def _reads_visual(ws: Workspace, name: str, spec: ModelSpec, trained_on: str | None) -> bool:
+    """Whether run ``name``'s entity tower reads visual embeddings; OmniError when the workspace's were
+    written by another image model than the one it was trained on (its weights mean nothing for them)."""
+    if VISUAL not in spec.dense_layout:
+        return False
+    if visual_model(ws) != trained_on:
+        raise OmniError(f"{ws.path(VISUAL_EMBEDDINGS)}: embeddings of {visual_model(ws)!r}, but run {name} was "
+                        f"trained on those of {trained_on!r}; retrain the run (or re-embed with that model)")
+    return True
 
 
 def _query_texts(ws: Workspace) -> pl.Series:
@@ -136,6 +152,7 @@ def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 
     layout = ws.run(name).export
     manifest = layout.read_manifest()
     entity_encoder, query_encoder = load_entity_encoder(layout.root), load_query_encoder(layout.root)
+    visual = _reads_visual(ws, name, entity_encoder.spec, manifest.get("visual_model"))
     written = []
     for kind in manifest["entity_types"]:
         if layout.embeddings(kind).is_file():
@@ -144,7 +161,7 @@ def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 
         if kind == "query":
             keys = _query_texts(ws)
         else:
-            cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields)
+            cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields, visual)
             keys = cat.keys if cat is not None else pl.Series([], dtype=pl.Utf8)
         start, stop = len(keys) * shard // num_shards, len(keys) * (shard + 1) // num_shards
         rows = np.arange(start, stop)

@@ -426,6 +426,7 @@ def run_config(ws: Workspace, cfg: TrainConfig, spec: ModelSpec, data: TrainingD
         "tasks": {name: {"candidate": t.candidate, "frozen": t.frozen, "pairs": t.pairs, "batch_size": t.batch_size}
                   for name, t in data.tasks.items()},
         "legacy_dims": {k: c.legacy_dim for k, c in data.catalogues.items() if c.legacy is not None},
+        "visual_model": data.visual_model,
         "split": TimeSplit.for_workspace(ws).to_json(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
