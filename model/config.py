@@ -46,10 +46,10 @@ class ModelConfig:
     #: passes through an identity-initialised residual (its MLP starts at zero), so the model starts
     #: as the pretrained encoder's zero-shot retrieval. None: the paper's plain MLP.
     anchor_kind: str | None = None
-    #: The entity tower's MLP over text bags and dense features. "auto" anchoring turns it off: on
-    #: CrowdFlower (206 training queries, each product judged for one query) it memorises the training
-    #: products and pair Recall@10 on the test queries falls from 0.77 at step 0 to 0.24; without it the
-    #: entity tower is the residual legacy embedding plus the lexical channel, and holds 0.77.
+    #: The entity tower's MLP over text bags and dense features. "auto" anchoring turns it off: with a
+    #: few hundred training queries, each product judged for one query (CrowdFlower), it memorises the
+    #: training products; without it the entity tower is the residual legacy embedding plus the lexical
+    #: channel (README, *Real data*, has the measurements).
     entity_mlp: bool = True
     #: "ngram" (hash bag + MLP over the feature tokenizers), a Hugging Face model directory, or
     #: "auto": when ``raw/legacy_encoder.json`` says a kind's legacy embeddings were computed by a text
@@ -64,9 +64,8 @@ class ModelConfig:
     query_head: str = "linear"
     #: Buckets of the lexical channel both towers append to their output (``lexical.py``); 0: none;
     #: None: 256 when "auto" anchors the model, else 0. The served embedding is ``dim + lexical_buckets``
-    #: wide. On CrowdFlower it is what lifts the anchored model above BM25 (pair Recall@10 0.737 -> 0.769
-    #: at step 0); on the small world it costs ~0.01 Recall@10 (query->pin 0.260 vs 0.269) and doubles
-    #: the index, so it is off there.
+    #: wide. On CrowdFlower it is what lifts the anchored model above BM25; on the small world it costs a
+    #: little Recall@10 and doubles the index, so it is off there (README, *Train*, has the figures).
     lexical_buckets: int | None = None
     #: Entity text fields the lexical channel reads (queries: the whole query).
     lexical_fields: tuple[str, ...] = ("title",)

@@ -66,14 +66,14 @@ class TrainConfig:
     tasks: tuple[str, ...] = ("all",)
     #: Share of each step's pairs per task (paper: pin 8 : product 4 : query 2, and the compat tasks
     #: score the pin / product batches too). On the small world, 4 : 2 for compat and 4 for query-query
-    #: instead of 1 : 1 and 2 lift their Recall@10 (compat-pin 0.12 -> 0.22, query-query 0.21 -> 0.23)
-    #: and leave query-pin as it was, for 14% more time per step.
+    #: instead of 1 : 1 and 2 lift those tasks' Recall@10 and leave query-pin as it was, for a little
+    #: more time per step.
     task_shares: dict[str, float] = field(default_factory=lambda: {
         "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 2})
     #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 256 of them query-pin.
     batch_size: int = 704
-    #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after ~400 steps (1.3
-    #: epochs of its pairs): 0.28 after 200 steps, 0.35 after 400 and after 600.
+    #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after about 1.3 epochs of
+    #: its pairs, well before the last step.
     steps: int = 600
     #: Stop earlier once the task that cycles slowest has seen its pairs this many times (None: run
     #: every step). The small world never reaches it (query-pin sees 1.9 epochs in 600 steps); a
@@ -105,8 +105,8 @@ class TrainConfig:
     #: for one epoch; on a CPU a body step costs many head-only steps.
     fine_tune_epochs: float | None = 1.0
     #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
-    #: rate they drift from the pretrained space faster than 206 queries can justify (CrowdFlower pair
-    #: Recall@10 0.745 at 2e-3, 0.768 at 5e-4, against 0.769 at step 0).
+    #: rate they drift from the pretrained space faster than a few hundred queries can justify (measured
+    #: on CrowdFlower, README *Real data*).
     anchor_lr_scale: float = 0.25
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -131,9 +131,9 @@ class TrainConfig:
     max_pairs_per_product: int = 200
     max_pairs_per_query: int = 50
     #: Torch intra-op threads while training on CPU (None: leave torch's setting). A step is thousands
-    #: of small ops: on an idle 2-core machine a second thread saves 18% (197 vs 239 ms per step), but
-    #: with any other process running, threads spin-waiting for each other make steps 12x slower
-    #: (2.9 s). One thread also gives the same floating-point sums, hence the same run, everywhere.
+    #: of small ops: on an idle 2-core machine a second thread saves a little, but with any other
+    #: process running, threads spin-waiting for each other make steps many times slower. One thread
+    #: also gives the same floating-point sums, hence the same run, everywhere.
     cpu_threads: int | None = 1
     #: Rows per forward pass when the export embeds the whole catalogue.
     export_batch_size: int = 2048
