@@ -21,6 +21,7 @@ lose; the ratio says by how much its generality costs there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -101,11 +102,9 @@ def measure(stage: str, engine: str, root: Path, args: argparse.Namespace) -> di
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):  # a worker exited between listing and reading: skip this sample
             tree = [parent, *parent.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:  # a worker exited between listing and reading
-            pass
         time.sleep(0.1)
     wall = time.perf_counter() - started
     out = proc.stdout.read() if proc.stdout else ""

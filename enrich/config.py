@@ -99,38 +99,21 @@ def parse_weights(items: list[str]) -> dict[str, float]:
     return out
 
 
-# ---------------------------------------------------------------- captions (BLIP)
+# ---------------------------------------------------------------- per-image stages
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-def _check_image_run(what: str, precision: str, num_workers: int, at_least_one: dict[str, int]) -> None:
-    """The checks every per-image stage config shares (captions, visual embeddings)."""
-    if precision not in _PRECISIONS:
-        raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
-    bad = {k: v for k, v in at_least_one.items() if v < 1}
-    if bad:
-        raise OmniError(f"{what} options must be at least 1, got {bad}")
-    if num_workers < 0:
-        raise OmniError(f"num_workers must be at least 0, got {num_workers}")
-
-
 @dataclass(frozen=True)
-class CaptionConfig:
-    """How ``omni enrich captions`` runs BLIP over every pin and product image.
+class ImageRunConfig:
+    """The knobs every per-image stage shares (captions, visual embeddings) and their checks.
 
-    ``model`` is a local directory or a hub name; ``None`` means the workspace's
-    fine-tuned captioner (``models/captioner``). ``precision="auto"`` is bf16 on a
-    GPU that supports it, else fp16 on a GPU, else fp32 on CPU. Shards of
-    ``shard_size`` images are the unit of resumption: a kill loses at most one.
+    ``precision="auto"`` is bf16 on a GPU that supports it, else fp16 on a GPU, else fp32 on CPU.
+    Shards of ``shard_size`` images are the unit of resumption: a kill loses at most one.
     """
 
-    model: str | None = None
-    batch_size: int = 32  # images per generate() call
-    max_new_tokens: int = 20
-    min_new_tokens: int = 0  # set equal to max_new_tokens to fix the output length (benchmarks)
-    num_beams: int = 1
+    batch_size: int = 32  # images per forward pass / generate() call
     precision: str = "auto"
-    num_workers: int = 1  # DataLoader processes decoding images while the model generates
+    num_workers: int = 1  # DataLoader processes decoding images while the model runs
     prefetch_batches: int = 2  # batches each worker decodes ahead
     shard_size: int = 512  # images per results shard
     max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
@@ -138,13 +121,34 @@ class CaptionConfig:
     max_image_bytes: int = 64 * 2**20
     hash_threads: int = 4  # threads hashing image files (I/O bound)
 
+    def _check_run(self, what: str, **at_least_one: int) -> None:
+        if self.precision not in _PRECISIONS:
+            raise OmniError(f"precision must be one of {', '.join(_PRECISIONS)}, got {self.precision!r}")
+        sizes = {"batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
+                 "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
+                 "max_image_bytes": self.max_image_bytes, "hash_threads": self.hash_threads, **at_least_one}
+        bad = {k: v for k, v in sizes.items() if v < 1}
+        if bad:
+            raise OmniError(f"{what} options must be at least 1, got {bad}")
+        if self.num_workers < 0:
+            raise OmniError(f"num_workers must be at least 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class CaptionConfig(ImageRunConfig):
+    """How ``omni enrich captions`` runs BLIP over every pin and product image.
+
+    ``model`` is a local directory or a hub name; ``None`` means the workspace's
+    fine-tuned captioner (``models/captioner``).
+    """
+
+    model: str | None = None
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0  # set equal to max_new_tokens to fix the output length (benchmarks)
+    num_beams: int = 1
+
     def __post_init__(self) -> None:
-        _check_image_run("caption", self.precision, self.num_workers, {
-            "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-            "prefetch_batches": self.prefetch_batches, "shard_size": self.shard_size,
-            "max_image_pixels": self.max_image_pixels, "hash_threads": self.hash_threads,
-            "max_image_bytes": self.max_image_bytes,
-        })
+        self._check_run("caption", max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OmniError(
                 f"need 0 <= min_new_tokens <= max_new_tokens, got min_new_tokens={self.min_new_tokens}, "
@@ -158,33 +162,20 @@ BUNDLED_BACKBONE = "efficientnet-lite0"
 
 
 @dataclass(frozen=True)
-class VisualConfig:
+class VisualConfig(ImageRunConfig):
     """How ``omni enrich visual`` embeds every pin and product image.
 
     ``model`` is ``None`` or ``"efficientnet-lite0"`` for the bundled EfficientNet-Lite0
     (ImageNet weights from the ``visual`` extra), or a local Hugging Face vision model
-    folder (CLIP, SigLIP, DINOv2, ViT...). ``precision="auto"`` is bf16 on a GPU that
-    supports it, else fp16 on a GPU, else fp32 on CPU. Shards of ``shard_size`` images
-    are the unit of resumption: a kill loses at most one.
+    folder (CLIP, SigLIP, DINOv2, ViT...).
     """
 
     model: str | None = None
-    batch_size: int = 64  # images per forward pass
-    precision: str = "auto"
-    num_workers: int = 1  # DataLoader processes decoding images while the model runs
-    prefetch_batches: int = 2  # batches each worker decodes ahead
-    shard_size: int = 1024  # images per results shard
-    max_image_pixels: int = 64_000_000  # decompression-bomb guard (a 48 MP photo passes)
-    #: Bytes read per image at most: a larger file becomes an error row, never a huge read.
-    max_image_bytes: int = 64 * 2**20
-    hash_threads: int = 4  # threads hashing image files (I/O bound)
+    batch_size: int = 64
+    shard_size: int = 1024
 
     def __post_init__(self) -> None:
-        _check_image_run("visual", self.precision, self.num_workers, {
-            "batch_size": self.batch_size, "prefetch_batches": self.prefetch_batches,
-            "shard_size": self.shard_size, "max_image_pixels": self.max_image_pixels,
-            "max_image_bytes": self.max_image_bytes, "hash_threads": self.hash_threads,
-        })
+        self._check_run("visual")
 
 
 @dataclass(frozen=True)

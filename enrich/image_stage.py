@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 import torch
@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnisearchsage.atomic import write_json, write_parquet
 from omnisearchsage.contract import PINS, PRODUCTS, TableSchema, Workspace
+from omnisearchsage.enrich.config import ImageRunConfig
 from omnisearchsage.enrich.images import UnreadableImage, load_rgb, sha256_file
 from omnisearchsage.errors import OmniError
 from omnisearchsage.progress import progress_bar
@@ -64,18 +65,6 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: A batch's preprocessing: RGB images in, one ``pixel_values`` tensor out. Runs in
 #: DataLoader workers, so it must be picklable (an object, not a lambda).
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
-
-
-class ImageRunSettings(Protocol):
-    """The knobs every per-image stage config carries (CaptionConfig, VisualConfig)."""
-
-    batch_size: int
-    num_workers: int
-    prefetch_batches: int
-    shard_size: int
-    max_image_pixels: int
-    max_image_bytes: int
-    hash_threads: int
 
 
 # ---------------------------------------------------------------- devices and models
@@ -332,7 +321,7 @@ def decode_batches(
     root: Path,
     preprocess: Preprocess,
     draft_size: int | None,
-    cfg: ImageRunSettings,
+    cfg: ImageRunConfig,
 ) -> Iterator[Batch]:
     """Batches of preprocessed images for ``items`` (sha256, path relative to ``root``)."""
     files = _ImageFiles([(sha, str(root / rel)) for sha, rel in items], cfg.max_image_pixels, draft_size,
@@ -351,7 +340,7 @@ def process_images(
     root: Path,
     preprocess: Preprocess,
     draft_size: int | None,
-    cfg: ImageRunSettings,
+    cfg: ImageRunConfig,
     run_model: Callable[[torch.Tensor], list[tuple[Any, str | None]]],
     writer: ShardWriter,
     label: str,
@@ -388,7 +377,7 @@ def run_image_stage(
     ws: Workspace,
     work: ShardedResults,
     settings: dict[str, Any],
-    cfg: ImageRunSettings,
+    cfg: ImageRunConfig,
     process: Callable[[list[tuple[str, str]], ShardWriter], None],
     merge: Callable[[pl.DataFrame, pl.DataFrame], None],
     what: str,

@@ -7,6 +7,7 @@ transfer-encoding and timeout cases). Killed training runs resume from their las
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -509,11 +510,10 @@ def _exchange(address: tuple[str, int], head: bytes, body_parts: list[bytes] = (
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before reading it all: what a limit should do
         out = b""
-        try:
+        # A reset or a read timeout ends the answer: the server closed (or stalled) after replying.
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
             while chunk := sock.recv(65536):
                 out += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
     return out
 
 
