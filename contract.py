@@ -439,6 +439,9 @@ class RunLayout:
     METRICS = "metrics.jsonl"  # one JSON line per logged step
     SUMMARY = "summary.json"  # written when training finishes
     CHECKPOINTS = "checkpoints"  # step-NNNNNNN/ folders
+    #: The fine-tuned text encoder's vectors of the anchored kind's catalogue (``trainer/siamese.py``):
+    #: ``ids`` + ``vectors``, written once after the siamese stage, read by ``--resume`` and the export.
+    TEXT_VECTORS = "text_vectors.npz"
     #: Inside a checkpoint folder.
     CHECKPOINT_WEIGHTS = "model.safetensors"
     CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
@@ -462,6 +465,10 @@ class RunLayout:
     @property
     def checkpoints(self) -> Path:
         return self.root / self.CHECKPOINTS
+
+    @property
+    def text_vectors(self) -> Path:
+        return self.root / self.TEXT_VECTORS
 
     @property
     def export(self) -> ExportLayout:

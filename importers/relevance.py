@@ -32,7 +32,13 @@ from omnisearchsage.contract import ENGAGEMENTS, PRODUCTS, RELEVANCE_LABELS, Wor
 from omnisearchsage.errors import OmniError
 from omnisearchsage.importers.config import RelevanceImportConfig
 from omnisearchsage.split import TimeSplit
-from omnisearchsage.text_encoders import EMBED_AUTO, encode_texts, encoder_pooling, resolve_embed_model
+from omnisearchsage.text_encoders import (
+    EMBED_AUTO,
+    encode_texts,
+    encoder_pooling,
+    encoder_text,
+    resolve_embed_model,
+)
 from omnisearchsage.validate import not_regular
 
 log = logging.getLogger(__name__)
@@ -147,10 +153,8 @@ def import_relevance(
     split = TimeSplit.from_test_end(cfg.test_end, cfg.split)
     model_dir = resolve_embed_model(cfg.embed_model)
     if model_dir is not None:
-        text = pl.concat_str([pl.col("title").fill_null(""), pl.col("description").fill_null("")
-                              if "description" in products.columns else pl.lit("")], separator=" ")
-        emb = encode_texts(model_dir, products.select(text.str.strip_chars().alias("text"))["text"].to_list(),
-                           cfg.embed_max_tokens, cfg.embed_batch_size)
+        texts = products.select(encoder_text(products.columns).alias("text"))["text"].to_list()
+        emb = encode_texts(model_dir, texts, cfg.embed_max_tokens, cfg.embed_batch_size)
         products = products.with_columns(pl.Series("legacy_embedding", emb, dtype=PRODUCTS.column(
             "legacy_embedding").dtype))
     events = engagements(labels, split, cfg)

@@ -46,6 +46,13 @@ class ModelConfig:
     #: passes through an identity-initialised residual (its MLP starts at zero), so the model starts
     #: as the pretrained encoder's zero-shot retrieval. None: the paper's plain MLP.
     anchor_kind: str | None = None
+    #: Set by the trainer, not by hand: the anchor kind's slot reads the query tower's body pooled over
+    #: the entity's text (``text_encoders.encoder_text``, L2-normalised) instead of the frozen legacy
+    #: embedding. True once the siamese stage fine-tuned that body on both sides (``trainer/siamese.py``):
+    #: the legacy embedding is the *untuned* encoder's vector of the same text.
+    entity_text: bool = False
+    #: Tokens of entity text the body reads when ``entity_text`` (the importer embeds 128).
+    entity_max_tokens: int = 128
     #: The entity tower's MLP over text bags and dense features. "auto" anchoring turns it off: with a
     #: few hundred training queries, each product judged for one query (CrowdFlower), it memorises the
     #: training products; without it the entity tower is the residual legacy embedding plus the lexical
@@ -63,7 +70,7 @@ class ModelConfig:
     #: ``dim`` = the encoder's width). "auto" anchoring sets "residual".
     query_head: str = "linear"
     #: Buckets of the lexical channel both towers append to their output (``lexical.py``); 0: none;
-    #: None: 256 when "auto" anchors the model, else 0. The served embedding is ``dim + lexical_buckets``
+    #: None: 1,024 when "auto" anchors the model, else 0. The served embedding is ``dim + lexical_buckets``
     #: wide. On CrowdFlower it is what lifts the anchored model above BM25; on the small world it costs a
     #: little Recall@10 and doubles the index, so it is off there (README, *Train*, has the figures).
     lexical_buckets: int | None = None

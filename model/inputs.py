@@ -85,6 +85,10 @@ class Catalogue:
     has_legacy: np.ndarray | None = None  # bool [rows]
     visual: np.ndarray | None = None  # float32 [rows, visual_dim], zeros where missing
     has_visual: np.ndarray | None = None  # bool [rows]
+    #: float32 [rows, legacy_dim]: what the entity tower reads in this kind's legacy slot instead of
+    #: ``legacy`` (a fine-tuned text encoder's vectors, ``ModelConfig.entity_text``); ``legacy`` stays
+    #: the compat tasks' target.
+    text_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.bags.rows
@@ -114,8 +118,8 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
                   parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
 
-    ``dense`` holds each row's legacy embedding in its kind's slot of ``layout`` followed by a
-    presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding); and,
+    ``dense`` holds each row's legacy embedding (or its ``text_vectors``) in its kind's slot of
+    ``layout`` followed by a presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding); and,
     when ``layout`` has a :data:`VISUAL` slot, the row's visual embedding and flag the same way.
     """
     width = sum(dim + 1 for _, dim in layout.values())
@@ -126,7 +130,7 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
         d = np.zeros((len(rows), width), dtype=np.float32)
         if kind in layout and cat.legacy is not None:
             offset, dim = layout[kind]
-            d[:, offset : offset + dim] = cat.legacy[rows]
+            d[:, offset : offset + dim] = (cat.legacy if cat.text_vectors is None else cat.text_vectors)[rows]
             d[:, offset + dim] = cat.has_legacy[rows]
         if VISUAL in layout and cat.visual is not None:
             offset, dim = layout[VISUAL]

@@ -40,6 +40,7 @@ from omnisearchsage.model.towers import (
     entity_tower,
     lexical_channel,
 )
+from omnisearchsage.text_encoders import ENCODED_FIELDS, encoder_text
 
 #: Fields that hold several texts per entity (board titles, engaged queries); the others one text.
 _FIELD_TYPES = {f: pl.List(pl.Utf8) for f in LIST_FIELDS}
@@ -85,9 +86,14 @@ class EntityEncoder:
     embeddings."""
 
     def __init__(self, tower: EntityTower, featurizer: Featurizer, spec: ModelSpec, version: str,
-                 batch_size: int) -> None:
+                 batch_size: int, model_cfg: ModelConfig, text_body: TransformerQueryTower | None = None) -> None:
         self.tower, self.featurizer, self.spec = tower.eval(), featurizer, spec
-        self.version, self.batch_size = version, batch_size
+        self.version, self.batch_size, self.model_cfg = version, batch_size, model_cfg
+        #: With ``model_cfg.entity_text``: the fine-tuned body (the query tower's) that turns an entity's
+        #: text into the vector its anchor slot reads.
+        self.text_body = text_body
+        if model_cfg.entity_text and text_body is None:
+            raise OmniError("this entity tower reads its text through the query tower's body: pass text_body")
         self.dim = tower.out_dim
 
     def __repr__(self) -> str:
@@ -98,7 +104,9 @@ class EntityEncoder:
         """``fields``: text per field name (``str``, or a list of strings for board_titles and
         engaged_queries; missing fields are empty); ``legacy``: float32 [n, dim] with NaN rows
         (or None) where an entity has none; ``visual``: the same for the visual embeddings (from the
-        image model the run was trained with: the export manifest's ``visual_model``)."""
+        image model the run was trained with: the export manifest's ``visual_model``). A model whose
+        entity tower reads text through the fine-tuned body (``ModelConfig.entity_text``) computes that
+        kind's slot from title and description itself and ignores ``legacy``."""
         sizes = [len(v) for v in (*fields.values(), legacy, visual) if v is not None]
         n = sizes[0] if sizes else 0
         if any(size != n for size in sizes):
@@ -106,7 +114,13 @@ class EntityEncoder:
         columns = [self.featurizer.encode_field(pl.Series(f, fields[f], dtype=_FIELD_TYPES.get(f, pl.Utf8))).to_arrow()
                    if f in fields else None for f in self.spec.fields]
         cat = Catalogue(kind, pl.Series([str(i) for i in range(n)]), TokenBags.from_lists(columns, n))
-        if legacy is not None:
+        if self.model_cfg.entity_text and kind == self.model_cfg.anchor_kind:
+            present = {f: pl.Series(f, fields[f], dtype=pl.Utf8) for f in ENCODED_FIELDS if f in fields}
+            frame = pl.DataFrame(present) if present else pl.DataFrame({"_": range(n)})
+            texts = frame.select(encoder_text(frame.columns).alias("t"))["t"].to_list()
+            cat.text_vectors = self.text_body.text_vectors(texts, self.model_cfg.entity_max_tokens, self.batch_size)
+            cat.legacy, cat.has_legacy = cat.text_vectors, np.ones(n, dtype=bool)
+        elif legacy is not None:
             cat.legacy, cat.has_legacy = with_presence(legacy)
         if visual is not None:
             cat.visual, cat.has_visual = with_presence(visual)
@@ -162,8 +176,11 @@ def load_entity_encoder(export_dir: str | Path) -> EntityEncoder:
     spec, model_cfg = ModelSpec.from_json(cfg["spec"]), config_from_json(ModelConfig, cfg["model"])
     tower = entity_tower(model_cfg, spec, lexical_channel(model_cfg, spec))
     tower.load_state_dict(load_file(str(edir / _L.WEIGHTS)))
+    body = None
+    if model_cfg.entity_text:  # the fine-tuned body is the query tower's, saved once beside it
+        body = load_query_encoder_dir(layout.query_encoder, manifest["model_version"]).tower
     return EntityEncoder(tower, Featurizer.load(edir / _L.FEATURIZER), spec, manifest["model_version"],
-                         cfg["batch_size"])
+                         cfg["batch_size"], model_cfg, body)
 
 
 def load_embeddings(export_dir: str | Path, entity_type: str) -> tuple[list[str], np.ndarray]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -180,9 +181,6 @@ class TransformerQueryTower(nn.Module):
 
         super().__init__()
         self.source, self.pooling, self.max_tokens = str(path), cfg.pooling, cfg.max_query_tokens
-        #: Layers below the learning ones while training only the top of the body (set by the trainer;
-        #: inference always runs the whole body).
-        self.frozen_layers = 0
         self.transformer = AutoModel.from_pretrained(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         hidden = self.transformer.config.hidden_size
@@ -199,11 +197,25 @@ class TransformerQueryTower(nn.Module):
         return (f"source={self.source!r}, pooling={self.pooling}, max_tokens={self.max_tokens}, "
                 f"output=L2 ({self.out_dim})")
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Padded ``input_ids`` and ``attention_mask`` for already-normalised texts."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+    def tokenize(self, texts: Sequence[str], max_tokens: int | None = None) -> dict[str, torch.Tensor]:
+        """Padded ``input_ids`` and ``attention_mask`` for already-normalised texts (at most
+        ``max_tokens`` each; default: the query length)."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens or self.max_tokens,
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @torch.inference_mode()
+    def text_vectors(self, texts: Sequence[str], max_tokens: int, batch_size: int) -> np.ndarray:
+        """float32 [n, hidden]: the body's L2-normalised pooled output of entity texts, what an entity
+        tower with ``ModelConfig.entity_text`` reads in its anchor slot. Texts are batched by length
+        (padding is most of the cost of short titles)."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.transformer.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            pooled = self.pool(**self.tokenize([texts[i] for i in rows], max_tokens))
+            out[rows] = F.normalize(pooled.float(), dim=-1).numpy()
+        return out
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The body's pooled output, before the head: float [n, hidden]."""
@@ -243,12 +255,8 @@ class TransformerQueryTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 ids: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-                pooled: torch.Tensor | None = None, lower: torch.Tensor | None = None) -> torch.Tensor:
-        """From tokens; or from ``pooled`` outputs computed once by a frozen body; or from the hidden
-        states of its first ``frozen_layers`` layers, computed once when only the top ones learn
-        (``attention_mask`` then masks ``lower``). Training uses the last two."""
-        if pooled is None and lower is not None:
-            pooled = self.pool_upper(lower, attention_mask, self.frozen_layers)
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """From tokens, or from ``pooled`` outputs computed once by a frozen body (training)."""
         if pooled is None:
             if input_ids is None or attention_mask is None:
                 raise OmniError("pass input_ids and attention_mask (or pooled outputs)")

@@ -64,7 +64,7 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
     saved = read_run_config(ws.run_dir("anchored"))
     model = saved["config"]["model"]
     assert (model["query_encoder"], model["dim"], model["query_head"], model["anchor_kind"], model["entity_mlp"],
-            model["lexical_buckets"]) == (str(encoder), 32, "residual", "product", False, 256)
+            model["lexical_buckets"]) == (str(encoder), 32, "residual", "product", False, 1024)
     assert "compat-product" in saved["tasks"]  # the legacy space is the model's: compat trains
     export = export_run(ws, "anchored")
 

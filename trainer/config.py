@@ -83,27 +83,28 @@ class TrainConfig:
     #: "adamw", or "lamb" as in the paper.
     optimizer: str = "adamw"
     lr: float = 2e-3
-    #: A pretrained transformer query tower's body learns at ``lr`` times this; its head at ``lr``.
-    #: None ("auto"): frozen or fine-tuned by the number of training queries (below). 0 freezes the body, and then each distinct training query goes through it once instead of
-    #: once per step (a CPU trains the anchored CrowdFlower model in seconds, not minutes). The
-    #: paper fine-tunes its DistilBERT; 0.01 (2e-5, the usual BERT fine-tuning rate) does that.
+    #: A pretrained transformer query tower's body: 0 frozen; > 0 fine-tuned at ``lr`` times this in the
+    #: siamese stage before the loop (``siamese.py``; needs an anchored model). None ("auto"): decided
+    #: by the number of training queries (below). A frozen body runs once per distinct training query
+    #: instead of once per step (a CPU trains the anchored CrowdFlower model in seconds).
     pretrained_lr_scale: float | None = None
     #: ``pretrained_lr_scale`` None: the body is fine-tuned at this scale when the training pairs hold at
     #: least ``fine_tune_min_queries`` distinct queries, else frozen (``fine_tune.resolve_fine_tuning``).
-    fine_tune_lr_scale: float = 0.01
-    #: Distinct training queries from which "auto" fine-tunes the pretrained query body (see README,
-    #: *Fine-tuning the query tower*): a few hundred queries teach a 22M-parameter body the training
+    #: With ``lr`` 2e-3 it is 1e-4: only the top layers learn, faster than a whole body's usual 2e-5.
+    fine_tune_lr_scale: float = 0.05
+    #: Distinct training queries from which "auto" fine-tunes the pretrained body (see README,
+    #: *Fine-tuning the text encoder*): a few hundred queries teach a 22M-parameter body the training
     #: queries only; thousands move it towards the catalogue's language.
     fine_tune_min_queries: int = 1000
-    #: When the body is fine-tuned, only its top this-many layers learn (None: all of it); the
-    #: embeddings and the layers below are frozen and run once per distinct training query, so a CPU
-    #: step runs a fraction of the body (see README, *Fine-tuning the query tower*).
-    fine_tune_layers: int | None = 1
-    #: The body learns during the first this-many epochs of the slowest task, then freezes: its pooled
-    #: output is computed once and the remaining steps train the head, the residuals and the lexical
-    #: channel alone (None: the body learns to the last step). sentence-transformers' recipe fine-tunes
-    #: for one epoch; on a CPU a body step costs many head-only steps.
-    fine_tune_epochs: float | None = 1.0
+    #: The siamese stage trains the body's top this-many layers (None: all of them); the embeddings and
+    #: the layers below run once per distinct text.
+    fine_tune_layers: int | None = 2
+    #: Epochs of the query-entity pairs the siamese stage walks (sentence-transformers' recipe: one).
+    fine_tune_epochs: float = 1.0
+    #: Pairs per siamese step, none sharing a query or an entity (sentence-transformers' default: 64).
+    fine_tune_batch_size: int = 64
+    #: The siamese stage's logit scale on cosines (MultipleNegativesRankingLoss's default: 20).
+    fine_tune_logit_scale: float = 20.0
     #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
     #: rate they drift from the pretrained space faster than a few hundred queries can justify (measured
     #: on CrowdFlower, README *Real data*).
@@ -158,8 +159,10 @@ class TrainConfig:
             raise OmniError("pretrained_lr_scale, fine_tune_lr_scale and anchor_lr_scale must be >= 0")
         if self.fine_tune_layers is not None and self.fine_tune_layers < 1:
             raise OmniError(f"fine_tune_layers {self.fine_tune_layers}: must be >= 1 (or None: every layer)")
-        if self.fine_tune_epochs is not None and self.fine_tune_epochs <= 0:
-            raise OmniError(f"fine_tune_epochs {self.fine_tune_epochs}: must be positive (or None: every step)")
+        if self.fine_tune_epochs <= 0 or self.fine_tune_batch_size < 2 or self.fine_tune_logit_scale <= 0:
+            raise OmniError(f"fine_tune_epochs {self.fine_tune_epochs}, fine_tune_batch_size "
+                            f"{self.fine_tune_batch_size}, fine_tune_logit_scale {self.fine_tune_logit_scale}: "
+                            "need epochs > 0, batch >= 2 (in-batch negatives), scale > 0")
         if self.fine_tune_min_queries < 0:
             raise OmniError(f"fine_tune_min_queries {self.fine_tune_min_queries}: must be >= 0")
         if self.model.query_head not in ("linear", "residual"):

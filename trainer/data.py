@@ -34,6 +34,7 @@ from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import has_words_expr, normalize_expr
 from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inputs, query_catalogue
 from omnisearchsage.split import TimeSplit
+from omnisearchsage.text_encoders import encoder_text
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
@@ -71,6 +72,17 @@ def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str],
     if visual:
         cat.visual, cat.has_visual = load_visual(ws, kind, cat.keys)
     return cat
+
+
+def encoder_texts(ws: Workspace, kind: str, keys: pl.Series) -> list[str]:
+    """The text a sentence encoder reads for each of ``keys`` (``text_encoders.encoder_text``, the
+    importer's recipe), from the raw table; empty where a key has no row."""
+    table = ENTITY_TABLES[kind][1]
+    key = table.columns[0].name
+    raw = read_table(ws, table)
+    texts = raw.select(pl.col(key), encoder_text(raw.collect_schema().names()).alias("text"))
+    wanted = pl.LazyFrame({key: keys}, schema={key: pl.Utf8})
+    return wanted.join(texts, on=key, how="left", maintain_order="left").collect()["text"].fill_null("").to_list()
 
 
 def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -192,10 +204,6 @@ class TrainingData:
     #: A frozen transformer query tower's pooled output for every query row, computed once
     #: (:meth:`pool_queries`); then batches carry these instead of tokens.
     query_pooled: torch.Tensor | None = None
-    #: When only the body's top layers learn: the frozen lower layers' hidden states of every query
-    #: row [rows, tokens, hidden] and their attention mask [rows, tokens], computed once
-    #: (:meth:`encode_lower`); then batches carry these instead of tokens.
-    query_lower: tuple[torch.Tensor, torch.Tensor] | None = None
     #: Per task, the mined hard negatives of every pair, int64 [pairs, k] (-1: none); refreshed by the
     #: loop from the model (``hard_negatives.mine``), so unlike the rest of a step they depend on it.
     hard_rows: dict[str, np.ndarray] = field(default_factory=dict)
@@ -209,30 +217,6 @@ class TrainingData:
         with torch.no_grad():
             self.query_pooled = torch.cat([pool(keys.slice(i, batch_size).to_list())
                                            for i in range(0, len(keys), batch_size)])
-
-    def encode_lower(self, tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]],
-                     lower: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int) -> None:
-        """Run the frozen lower part of the body once over every query row, padded to the longest."""
-        keys = self.catalogues["query"].keys
-        parts = []
-        with torch.no_grad():
-            for i in range(0, len(keys), batch_size):
-                enc = tokenize(keys.slice(i, batch_size).to_list())
-                parts.append((lower(enc["input_ids"], enc["attention_mask"]), enc["attention_mask"]))
-        width = max(m.shape[1] for _, m in parts)
-        hidden = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h, _ in parts])
-        mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
-        self.query_lower = (hidden, mask)
-
-    def pool_from_lower(self, pool_upper: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int) -> None:
-        """Replace the lower layers' hidden states by the pooled output of the (now frozen) upper ones."""
-        if self.query_lower is None:
-            raise OmniError("no lower-layer hidden states to pool from")
-        hidden, mask = self.query_lower
-        with torch.no_grad():
-            self.query_pooled = torch.cat([pool_upper(hidden[i : i + batch_size], mask[i : i + batch_size])
-                                           for i in range(0, len(hidden), batch_size)])
-        self.query_lower = None
 
     def steps_for_epochs(self, epochs: float) -> int:
         """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
@@ -320,10 +304,6 @@ class TrainingData:
         out = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
         if self.query_pooled is not None:
             out["pooled"] = self.query_pooled[torch.from_numpy(rows)]
-        elif self.query_lower is not None:
-            hidden, mask = (x[torch.from_numpy(rows)] for x in self.query_lower)
-            width = int(mask.sum(1).max()) if len(rows) else 0  # the batch's longest query
-            out |= {"lower": hidden[:, :width], "attention_mask": mask[:, :width]}
         elif tokenize is not None:
             out |= tokenize(queries.keys.gather(rows).to_list())
         return out

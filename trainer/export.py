@@ -24,7 +24,8 @@ from omnisearchsage.atomic import atomic_path, write_json
 from omnisearchsage.contract import FEATURE_QUERIES, VISUAL_EMBEDDINGS, ExportLayout, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.model.inputs import VISUAL
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.inputs import VISUAL, Catalogue
 from omnisearchsage.model.io import (
     EntityEncoder,
     load_entity_encoder,
@@ -37,7 +38,7 @@ from omnisearchsage.model.io import (
 from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue
-from omnisearchsage.trainer.loop import checkpoints, read_run_config
+from omnisearchsage.trainer.loop import checkpoints, read_run_config, read_text_vectors
 from omnisearchsage.trainer.visual import visual_model
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,13 @@ def export_run(ws: Workspace, name: str, embeddings: bool = True) -> Path:
         version = f"{name}@{step}-{save_query_tower(model.query, model_cfg, spec, featurizer, batch, out.query_encoder)}"
         save_entity_tower(model.entity, model_cfg, spec, featurizer, batch, out.entity_encoder)
         query_encoder = load_query_encoder_dir(out.query_encoder, version)  # as serving will load it
-        entity_encoder = EntityEncoder(model.entity, featurizer, spec, version, batch)
+        entity_encoder = EntityEncoder(model.entity, featurizer, spec, version, batch, cfg.model,
+                                       model.query if cfg.model.entity_text else None)
         written = []
         for kind in ("pin", "product"):
             cat = load_entity_catalogue(ws, kind, spec.fields, visual)
             if cat is not None:
+                _with_text_vectors(ws, name, cfg.model, cat)
                 if embeddings:
                     write_embeddings(out, kind, cat.keys, entity_encoder.encode_catalogue(cat))
                 written.append(kind)
@@ -134,6 +137,13 @@ def _reads_visual(ws: Workspace, name: str, spec: ModelSpec, trained_on: str | N
     return True
 
 
+def _with_text_vectors(ws: Workspace, name: str, model_cfg: ModelConfig, cat: Catalogue) -> None:
+    """Give ``cat`` the run's fine-tuned text vectors when its entity tower reads them (the siamese
+    stage computed them with the exported body: re-embedding the catalogue's text would repeat that)."""
+    if model_cfg.entity_text and cat.kind == model_cfg.anchor_kind:
+        cat.text_vectors = read_text_vectors(ws.run(name), cat.keys)
+
+
 def _query_texts(ws: Workspace) -> pl.Series:
     """The query catalogue: the features table keys queries by their normalised text."""
     return pl.read_parquet(ws.path(FEATURE_QUERIES), columns=["query"]).get_column("query")
@@ -162,6 +172,8 @@ def embed_catalogue(ws: Workspace, name: str, shard: int = 0, num_shards: int = 
             keys = _query_texts(ws)
         else:
             cat = load_entity_catalogue(ws, kind, entity_encoder.spec.fields, visual)
+            if cat is not None:
+                _with_text_vectors(ws, name, entity_encoder.model_cfg, cat)
             keys = cat.keys if cat is not None else pl.Series([], dtype=pl.Utf8)
         start, stop = len(keys) * shard // num_shards, len(keys) * (shard + 1) // num_shards
         rows = np.arange(start, stop)

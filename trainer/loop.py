@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -59,11 +60,12 @@ from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import StepBatch, TrainingData, load_training_data
+from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
 from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
 from omnisearchsage.trainer.loss import MultiTaskLoss, PairBatch
+from omnisearchsage.trainer.siamese import fine_tune_siamese
 from omnisearchsage.validate import validate_workspace
 
 log = logging.getLogger(__name__)
@@ -129,11 +131,13 @@ def train(ws: Workspace, cfg: TrainConfig, name: str, resume: bool = False, over
     if resume and not checkpoints(run):
         log.warning("%s: interrupted before its first checkpoint; training it from step 0 with its saved config", run)
         resume, overwrite = False, True
-    with cpu_threads(None if torch.cuda.is_available() else cfg.cpu_threads):
-        return _train(ws, cfg, name, run, resume, overwrite)
+    loop_threads, all_threads = None if torch.cuda.is_available() else cfg.cpu_threads, torch.get_num_threads()
+    with cpu_threads(loop_threads):
+        return _train(ws, cfg, name, run, resume, overwrite, all_threads if loop_threads else None)
 
 
-def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, overwrite: bool) -> Path:
+def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, overwrite: bool,
+           stage_threads: int | None) -> Path:
     """The loop itself (see the module docstring), under the thread setting :func:`train` chose."""
     gpu = torch.cuda.is_available()
     # cpu=True on a CPU-only machine also makes `torchrun --nproc_per_node N` run N CPU processes (gloo).
@@ -162,11 +166,15 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     model = TwoTowerModel(cfg.model, spec, idf)
     criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
     objective = Objective(model, criterion)
+    text_vectors, siamese = None, None
+    if cfg.model.entity_text and not resume:  # the body learns here, on both sides, then freezes
+        kind = cfg.model.anchor_kind
+        cat = data.catalogues[kind]
+        with cpu_threads(stage_threads):  # large matrix products, unlike a loop step: every core helps
+            siamese = fine_tune_siamese(model.query, data, kind, encoder_texts(ws, kind, cat.keys), cfg)
+        text_vectors = siamese.vectors
     if isinstance(model.query, TransformerQueryTower):
-        if not cfg.pretrained_lr_scale:
-            freeze_query_body(model.query, data, cfg.export_batch_size)
-        elif cfg.fine_tune_layers is not None:
-            freeze_lower_layers(model.query, data, cfg.fine_tune_layers, cfg.export_batch_size)
+        model.query.transformer.requires_grad_(False)  # the loop never trains the body
     optimizer = make_optimizer(objective, cfg)
     log.debug("%s", objective)
 
@@ -174,23 +182,28 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     if resume:
         start = load_checkpoint(run, objective, optimizer)
         replay_sketches(criterion, data, start, world)
+        if cfg.model.entity_text:
+            text_vectors = read_text_vectors(ws.run(name), data.catalogues[cfg.model.anchor_kind].keys)
         log.info("resuming %s from step %d", run, start)
     elif accelerator.is_main_process:
         write_json(run_config(ws, cfg, spec, data), run / CONFIG)
         (run / METRICS).unlink(missing_ok=True)
+        if text_vectors is not None:
+            write_text_vectors(ws.run(name), data.catalogues[cfg.model.anchor_kind].keys, text_vectors)
+    if text_vectors is not None:
+        data.catalogues[cfg.model.anchor_kind].text_vectors = text_vectors
+    if isinstance(model.query, TransformerQueryTower):  # after a resume loaded the body it ran with
+        pool_query_body(model.query, data, cfg.export_batch_size)
     _truncate_metrics(run / METRICS, start)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     tokenize = getattr(model.query, "tokenize", None)
 
     # ---- the loop
-    body_until = fine_tuning_steps(cfg, data) if isinstance(model.query, TransformerQueryTower) else 0
     done, started, seen, sums, count = start, time.perf_counter(), 0, {}, 0
     last_saved = time.monotonic()
     with progress_bar(cfg.steps, f"train {name}", "step") as bar, stop_signals() as stop:
         bar.advance(start)
         for step in range(start, cfg.steps):
-            if step == max(start, body_until) and body_until < cfg.steps and cfg.pretrained_lr_scale:
-                stop_fine_tuning(model.query, data, cfg.export_batch_size, step)
             if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
                 mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
             torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
@@ -236,7 +249,8 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     save_checkpoint(run, accelerator, objective, optimizer, done, cfg.keep_checkpoints)
 
     if accelerator.is_main_process:
-        write_json(_summary(run, name, data, criterion, time.perf_counter() - started, seen), run / SUMMARY)
+        summary = _summary(run, name, data, criterion, time.perf_counter() - started, seen)
+        write_json(summary | ({"siamese": siamese.timings} if siamese else {}), run / SUMMARY)
     accelerator.wait_for_everyone()
     return run
 
@@ -303,54 +317,33 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def freeze_query_body(tower: TransformerQueryTower, data: TrainingData, batch_size: int) -> None:
-    """Freeze the pretrained body and pool every training query through it once, in eval mode (a
-    frozen body's outputs never change, so each step then runs only the head)."""
-    tower.transformer.requires_grad_(False)
+def pool_query_body(tower: TransformerQueryTower, data: TrainingData, batch_size: int) -> None:
+    """Pool every training query through the frozen body once, in eval mode (its outputs never change
+    in the loop, so each step then runs only the head)."""
     tower.transformer.eval()
     data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
-    tower.transformer.train()
 
 
-def freeze_lower_layers(tower: TransformerQueryTower, data: TrainingData, top: int, batch_size: int) -> None:
-    """Fine-tune only the body's top ``top`` layers: freeze the embeddings and the layers below, and
-    run those once over every training query, in eval mode. A body that cannot be split (not
-    BERT-style) or has no more than ``top`` layers is fine-tuned whole."""
-    layers = tower.layers
-    if layers is None or len(layers) <= top:
-        log.info("query body: every layer fine-tuned (%s)", "not a BERT-style body" if layers is None
-                 else f"{len(layers)} layers <= fine_tune_layers {top}")
-        return
-    frozen = len(layers) - top
-    tower.transformer.embeddings.requires_grad_(False)
-    for layer in layers[:frozen]:
-        layer.requires_grad_(False)
-    tower.transformer.eval()
-    data.encode_lower(tower.tokenize, lambda ids, mask: tower.lower_layers(ids, mask, frozen), batch_size)
-    tower.transformer.train()
-    tower.frozen_layers = frozen
-    log.info("query body: top %d of %d layers fine-tuned; the %d below run once per training query",
-             top, len(layers), frozen)
+def write_text_vectors(run: RunLayout, keys: pl.Series, vectors: np.ndarray) -> None:
+    """The siamese stage's entity vectors, saved once: ``--resume`` and the export read them back."""
+    with atomic_path(run.text_vectors) as tmp, tmp.open("wb") as f:
+        np.savez(f, ids=keys.cast(pl.Utf8).to_numpy().astype(str), vectors=vectors)
 
 
-def fine_tuning_steps(cfg: TrainConfig, data: TrainingData) -> int:
-    """The step at which a fine-tuned body freezes (``fine_tune_epochs``); ``cfg.steps``: never."""
-    if not cfg.pretrained_lr_scale or cfg.fine_tune_epochs is None:
-        return cfg.steps
-    return min(cfg.steps, data.steps_for_epochs(cfg.fine_tune_epochs))
-
-
-def stop_fine_tuning(tower: TransformerQueryTower, data: TrainingData, batch_size: int, step: int) -> None:
-    """Freeze the whole body from ``step`` on and pool every training query through it once (from the
-    lower layers' cached states when only the top ones learned); the optimizer skips it from then on."""
-    tower.transformer.requires_grad_(False)
-    tower.transformer.eval()
-    if data.query_lower is not None:
-        data.pool_from_lower(lambda hidden, mask: tower.pool_upper(hidden, mask, tower.frozen_layers), batch_size)
-    else:
-        data.pool_queries(lambda texts: tower.pool(**tower.tokenize(texts)), batch_size)
-    log.info("step %d: query body frozen after fine_tune_epochs; the head, residuals and lexical channel "
-             "train on", step)
+def read_text_vectors(run: RunLayout, keys: pl.Series) -> np.ndarray:
+    """:func:`write_text_vectors`' vectors aligned to ``keys``; OmniError if any key has none."""
+    if not run.text_vectors.is_file():
+        raise OmniError(f"{run.text_vectors}: missing; the run's siamese stage did not finish: retrain "
+                        f"without --resume")
+    with np.load(run.text_vectors) as saved:
+        ids, vectors = saved["ids"], saved["vectors"]
+    index = pl.DataFrame({"id": ids, "row": np.arange(len(ids))})
+    rows = pl.DataFrame({"id": keys.cast(pl.Utf8)}).join(index, on="id", how="left", maintain_order="left")["row"]
+    if rows.null_count():
+        missing = rows.is_null().arg_true().head(3).to_list()
+        raise OmniError(f"{run.text_vectors}: no vector for {rows.null_count()} entities (e.g. "
+                        f"{keys.gather(missing).to_list()}); the catalogue changed after training: retrain")
+    return vectors[rows.to_numpy()]
 
 
 def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:
