@@ -57,10 +57,13 @@ def train_cmd(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
     pretrained_lr_scale: Annotated[float | None, typer.Option(
-        help="Learning-rate scale of a pretrained query tower's body (0: frozen, 0.01: fine-tuned at lr/100); "
-             f"default: fine-tuned at {_D.fine_tune_lr_scale:g} when the training pairs hold at least "
+        help="Learning-rate scale of an anchored model's pretrained body in the siamese stage, which fine-tunes "
+             f"its top {_D.fine_tune_layers} layers on queries and entity texts before the loop (0: frozen, no "
+             f"stage); default: {_D.fine_tune_lr_scale:g} when the training pairs hold at least "
              f"{_D.fine_tune_min_queries:,} distinct queries, else frozen.", show_default=False)]
     = _D.pretrained_lr_scale,
+    fine_tune_epochs: Annotated[float, typer.Option(
+        help="Epochs of the query-entity pairs the siamese stage walks when it runs.")] = _D.fine_tune_epochs,
     anchor_lr_scale: Annotated[float, typer.Option(
         help="Learning-rate scale of an anchored model's residual maps, query head and lexical weights.")]
     = _D.anchor_lr_scale,
@@ -92,6 +95,7 @@ def train_cmd(
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
+                  fine_tune_epochs=fine_tune_epochs,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)

@@ -79,6 +79,10 @@ class ModelConfig:
     #: Initial scale of the lexical channel against the unit dense part (learned; CrowdFlower's best
     #: untrained value of 0.5 / 0.7 / 1.0 is 0.7).
     lexical_beta: float = 0.7
+    #: The lexical channel's initial token weight is ``idf + lexical_idf_offset``: a positive offset
+    #: flattens idf, so the common words of a query ("stain", "white") still count beside its rare
+    #: ones (sklearn's smooth idf adds 1). Chosen on held-out *training* queries (README, *Real data*).
+    lexical_idf_offset: float = 3.0
     #: Tokens a transformer query tower reads (paper: 64).
     max_query_tokens: int = 64
     #: Seed of the hash functions: part of the model, saved with it.

@@ -127,3 +127,22 @@ def test_max_epochs_stops_a_small_data_set_early(anchored_ws):
     # and the warmup shrinks with them.
     config = read_run_config(run)["config"]
     assert read_summary(run)["steps"] == config["steps"] == 2 and config["warmup_steps"] == 1
+
+
+def test_lexical_weights_start_at_idf_plus_the_offset(anchored_ws):
+    """The channel's token weights start at idf + lexical_idf_offset: every word, common or rare, keeps
+    at least the offset (a word in every title would otherwise weigh 0)."""
+    from safetensors.torch import load_file
+
+    from omnisearchsage.trainer.loop import checkpoints
+
+    ws, _ = anchored_ws
+
+    def weights(name: str, offset: float) -> torch.Tensor:
+        cfg = replace(FROZEN, model=replace(FROZEN.model, lexical_idf_offset=offset))
+        saved = load_file(str(checkpoints(train(ws, cfg, name))[-1] / "model.safetensors"))
+        return next(v for k, v in saved.items() if k.endswith("lexical.token_weight"))
+
+    plain, offset = weights("idf-plain", 0.0), weights("idf-offset", 3.0)
+    torch.testing.assert_close(offset - plain, torch.full_like(plain, 3.0))
+    assert plain.min() >= 0 and plain.max() > plain.min()  # idf: a spread of weights, none negative

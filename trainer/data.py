@@ -222,9 +222,9 @@ class TrainingData:
         """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
         return max(math.ceil(epochs * t.pairs / t.batch_size) for t in self.tasks.values())
 
-    def lexical_idf(self, fields: Sequence[str]) -> torch.Tensor:
-        """Inverse document frequency ``log((N + 1) / (df + 1))`` of every token id over the pin and
-        product rows' ``fields`` (the lexical channel's initial weights; unseen ids get the maximum)."""
+    def lexical_idf(self, fields: Sequence[str], offset: float = 0.0) -> torch.Tensor:
+        """Inverse document frequency ``log((N + 1) / (df + 1)) + offset`` of every token id over the pin
+        and product rows' ``fields`` (the lexical channel's initial weights; unseen ids get the maximum)."""
         chosen = [i for i, f in enumerate(self.fields) if f in fields]
         df, docs = np.zeros(self.num_ids, dtype=np.int64), 0
         for cat in (self.catalogues[k] for k in ("pin", "product") if k in self.catalogues):
@@ -236,7 +236,7 @@ class TrainingData:
             distinct = np.unique(rows[keep] * self.num_ids + b.values[keep])  # one count per (row, id)
             df += np.bincount(distinct % self.num_ids, minlength=self.num_ids)
             docs += n
-        return torch.from_numpy(np.log((docs + 1) / (df + 1)).astype(np.float32))
+        return torch.from_numpy((np.log((docs + 1) / (df + 1)) + offset).astype(np.float32))
 
     # -------------------------------------------------------------- sampling
     def sample(self, step: int, rank: int = 0, world: int = 1) -> dict[str, TaskSample]:

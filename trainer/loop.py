@@ -162,7 +162,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
 
     # ---- model, loss, optimizer
     torch.manual_seed(cfg.seed)
-    idf = data.lexical_idf(cfg.model.lexical_fields) if cfg.model.lexical_buckets and not resume else None
+    idf = data.lexical_idf(cfg.model.lexical_fields, cfg.model.lexical_idf_offset) if cfg.model.lexical_buckets and not resume else None
     model = TwoTowerModel(cfg.model, spec, idf)
     criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
     objective = Objective(model, criterion)

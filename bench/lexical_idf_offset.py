@@ -1,0 +1,98 @@
+"""The lexical channel's idf offset, chosen on held-out *training* queries of a relevance workspace.
+
+    python bench/lexical_idf_offset.py WS [--offsets 0,1,2,3,5] [--buckets 1024] [--share 0.2]
+
+WS: a workspace imported with ``omni import relevance`` (MiniLM legacy embeddings) and ``omni features
+build``. For a share of its training queries (picked by a hash of the query, so the same ones every
+run; the test queries are never read), it scores the anchored model as it starts, for each offset:
+the importer's MiniLM product embeddings and MiniLM query embeddings (the dense part) beside the
+``LexicalChannel`` module itself (``ModelConfig`` defaults: buckets, beta, seed; token weights
+``idf + offset``), i.e. ``cos(dense) + beta^2 cos(lexical)``, with ``omni eval``'s relevance metrics.
+The baseline is offset 0 (plain idf), measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from omnisearchsage.contract import RELEVANCE_LABELS, Workspace
+from omnisearchsage.evaluation.config import EvalConfig
+from omnisearchsage.evaluation.relevance import relevance_meta, score_system
+from omnisearchsage.evaluation.scoring import EmbeddingScorer
+from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.features.text import normalize
+from omnisearchsage.model.config import ModelConfig
+from omnisearchsage.model.inputs import TokenBags
+from omnisearchsage.model.lexical import LexicalChannel, bag_rows
+from omnisearchsage.model.towers import ModelSpec
+from omnisearchsage.text_encoders import encode_texts, resolve_embed_model
+from omnisearchsage.trainer.data import load_entity_catalogue, load_training_data
+from omnisearchsage.trainer.config import TrainConfig
+
+
+def held_out(queries: list[str], share: float) -> list[str]:
+    """A fixed ``share`` of ``queries``, by a hash of the lower-cased text (never the test rule's)."""
+    cut = int(share * 1000)
+    return [q for q in queries if int(hashlib.md5(("holdout:" + q.lower()).encode()).hexdigest(), 16) % 1000 < cut]
+
+
+def channel_vectors(channel: LexicalChannel, bags: TokenBags, batch: int = 8192) -> np.ndarray:
+    """The channel's output for every row of one-field ``bags``."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, bags.rows, batch):
+            rows = np.arange(start, min(start + batch, bags.rows))
+            ids, offsets = bags.gather(rows)
+            ids_t, off_t = torch.from_numpy(ids), torch.from_numpy(offsets)
+            out.append(channel(ids_t, bag_rows(off_t, ids_t.numel()), len(rows)).numpy())
+    return np.vstack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workspace", type=Path)
+    ap.add_argument("--offsets", default="0,1,2,3,5")
+    ap.add_argument("--buckets", type=int, default=1024)
+    ap.add_argument("--share", type=float, default=0.2, help="share of the training queries held out")
+    args = ap.parse_args()
+    ws, cfg, model_cfg = Workspace(args.workspace), EvalConfig(), ModelConfig()
+    featurizer = Featurizer.load(ws.features)
+    data = load_training_data(ws, TrainConfig(), featurizer)
+    cat = load_entity_catalogue(ws, "product", ("title",))
+    ids = cat.keys.to_numpy()
+    labels = pl.read_parquet(ws.path(RELEVANCE_LABELS)).filter(pl.col("split") == "train")
+    raw = held_out(labels["query"].unique().sort().to_list(), args.share)
+    qmap = pl.DataFrame({"query": raw, "qrow": np.arange(len(raw), dtype=np.int64)})
+    cand = pl.DataFrame({"product_id": ids.astype(str), "col": np.arange(len(ids), dtype=np.int64)})
+    held = (labels.join(qmap, on="query").join(cand, on="product_id")
+            .with_columns(gain=pl.col("label") - float(labels["label"].min()))
+            .select("qrow", "col", "label", "gain", "positive"))
+    queries = [normalize(q) for q in raw]
+    encoder = resolve_embed_model(relevance_meta(ws).get("legacy_model_path") or "auto")
+    dense_q, dense_p = encode_texts(encoder, queries), cat.legacy
+    q_bags = TokenBags.from_offsets(*featurizer.encode(queries))
+    ranges = tuple(featurizer.id_space[k] for k in ("unigram", "oov_unigram"))
+    spec = ModelSpec(featurizer.num_ids, ("title",), {}, ranges)
+    print(f"{args.workspace}: {len(queries):,} held-out training queries, {int(held['positive'].sum()):,} positive "
+          f"pairs, {len(ids):,} products; MiniLM + lexical channel ({args.buckets} buckets, beta "
+          f"{model_cfg.lexical_beta}) as the anchored model starts")
+    for offset in (float(x) for x in args.offsets.split(",")):
+        idf = data.lexical_idf(("title",), offset)
+        channel = LexicalChannel(spec.num_ids, args.buckets, spec.lexical_ranges, model_cfg.lexical_beta,
+                                 model_cfg.hash_seed + 2, idf)
+        q = np.hstack([dense_q, channel_vectors(channel, q_bags)])
+        p = np.hstack([dense_p, channel_vectors(channel, cat.bags)])
+        m = score_system(EmbeddingScorer(q.astype(np.float32), p.astype(np.float32)), held, len(queries), cfg)
+        lo, hi = m["pair_recall@10_ci"]
+        print(f"idf + {offset:g}{' (baseline: plain idf)' if offset == 0 else ''}: pair R@10 "
+              f"{m['pair_recall@10']:.4f} [{lo:.3f}-{hi:.3f}]  pair R@100 {m['pair_recall@100']:.4f}  "
+              f"nDCG@10 {m['ndcg@10']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
