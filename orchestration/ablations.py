@@ -13,7 +13,8 @@ Table 3    pins with no title and no description: without captions → with capt
            → with captions + visual embeddings
 Table 4    continuous features only → + title, description, captions → + board
            titles → + engaged queries → + visual embeddings
-Table 5    one single-task model per task vs the unified model
+Table 5    one single-task model per task (with its task's pairs per step in the unified
+           model) vs the unified model
 Table 6    compatibility (query prefix vs frozen legacy embeddings): trained jointly
            with the unified model vs a query encoder trained only on the compat tasks
 =========  =========================================================================

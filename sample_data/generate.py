@@ -18,12 +18,14 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   ==================  =====================================================================
   channel             reveals
   ==================  =====================================================================
-  legacy embedding    topic and the visual attributes well, the concept through a short
-                      offset (and through the colours and patterns of its few image files),
-                      the other attributes hardly at all (like PinSage / ItemSage)
+  legacy embedding    topic and the visual attributes well, the concept weakly (a short
+                      offset), the other attributes hardly at all (like PinSage / ItemSage);
+                      an entity's look is drawn independently of its concept, so the visual
+                      attributes tell nothing of the concept
   title/description   ~70% of pins: the concept (synonyms, typos, words of other topics) and
                       each attribute with some probability, sometimes a wrong value
-  image (captions)    topic (shape + background), concept (frame colour), colour and pattern;
+  image (captions)    topic (shape + background), concept (frame colour), and the entity's
+                      colour and pattern as far as its concept's few image files show them;
                       never material, style, occasion or audience. ~30% of pins have alt text
   board titles        the board's topic plus a style or occasion word; pins are saved mostly
                       to boards naming their own style or occasion
@@ -33,8 +35,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
 
   No channel carries an entity's id or anything drawn from the engagements (the test window).
 * Images: each unique image file shows one (topic, concept, colour, pattern). Pins and products
-  pick an image of their (topic, concept) and take its colour and pattern, so many pins share
-  one file, the way repins do.
+  draw their own colour and pattern, then pick an image of their (topic, concept) showing that
+  look, else that colour, else any (by popularity), so many pins share one file, the way repins do.
 * Products: brand, title, description, image and legacy embedding in the same space.
 * Boards: human-written titles ("my boho living room 😍", typos, generic "favs"); ~90% of pins
   are saved to at least one board, mostly boards of their own topic.
