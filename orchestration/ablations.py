@@ -13,7 +13,8 @@ Table 3    pins with no title and no description: without captions → with capt
            → with captions + visual embeddings
 Table 4    continuous features only → + title, description, captions → + board
            titles → + engaged queries → + visual embeddings
-Table 5    one single-task model per task vs the unified model
+Table 5    one single-task model per task (with its task's pairs per step in the unified
+           model) vs the unified model
 Table 6    compatibility (query prefix vs frozen legacy embeddings): trained jointly
            with the unified model vs a query encoder trained only on the compat tasks
 =========  =========================================================================
@@ -71,13 +72,15 @@ METRIC = f"recall@{K}"
 @dataclass(frozen=True)
 class Variant:
     """A model variant: ``None`` keeps the run's own value; ``drop_fields`` removes fields from it;
-    ``visual`` False turns the visual embedding off."""
+    ``visual`` False turns the visual embedding off; ``task_batch`` True trains with the pairs per
+    step its tasks get in the unified model, instead of the unified model's whole batch."""
 
     name: str
     entity_fields: tuple[str, ...] | None = None
     drop_fields: tuple[str, ...] = ()
     tasks: tuple[str, ...] | None = None
     visual: bool | None = None
+    task_batch: bool = False
 
 
 UNIFIED = Variant("unified")
@@ -92,8 +95,14 @@ TABLE4_VARIANTS = (
     # The last stage reads every field and the visual embedding: the unified reference itself.
     ("+ visual", UNIFIED),
 )
-#: Table 5: the single-task variant that owns each task's eval sets.
-SINGLE_TASK = {t: Variant(f"only-{t}", tasks=(t,)) for t in ("query-pin", "query-product", "query-query")}
+#: Table 5: the single-task variant that owns each task's eval sets. Each sees per step the pairs
+#: its task gets in the unified model (its share of the batch), so the table compares one task
+#: trained alone with the same task trained beside the others, not two batch sizes: with the
+#: whole batch a single-task model sees several times its task's pairs per step.
+SINGLE_TASK = {t: Variant(f"only-{t}", tasks=(t,), task_batch=True)
+               for t in ("query-pin", "query-product", "query-query")}
+#: Table 6's query encoder trained only against the legacy embeddings keeps the whole batch (the
+#: stronger reference: the joint model must match compat alone at its best budget).
 COMPAT_ONLY = Variant("compat-only", tasks=("compat-pin", "compat-product"))
 
 
@@ -112,10 +121,23 @@ def variants_for(tables: tuple[int, ...], visual: bool = True) -> list[Variant]:
     return [v for v in dict.fromkeys(need) if visual or v is not NO_VISUAL]
 
 
-def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig) -> TrainConfig:
-    """The run's TrainConfig with the variant's fields/tasks and the ablation budget."""
+def task_batch_size(base: TrainConfig, batch_size: int, run_tasks: tuple[str, ...], tasks: tuple[str, ...]) -> int:
+    """Pairs per step that ``tasks`` get together in a model trained on ``run_tasks`` with
+    ``batch_size`` pairs per step (the trainer's split by ``task_shares``)."""
+    shares = {t: base.task_shares.get(t, 1.0) for t in run_tasks}
+    total = sum(shares.values())
+    return sum(max(1, round(batch_size * shares[t] / total)) for t in tasks if t in shares)
+
+
+def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig,
+                   run_tasks: tuple[str, ...] = ()) -> TrainConfig:
+    """The run's TrainConfig with the variant's fields/tasks and the ablation budget; ``run_tasks``
+    (the tasks the run trained) size a ``task_batch`` variant's batch."""
     budget = {k: v for k, v in (("steps", budget_cfg.steps), ("batch_size", budget_cfg.batch_size))
               if v is not None}
+    if variant.task_batch and variant.tasks and run_tasks:
+        budget["batch_size"] = task_batch_size(base, budget.get("batch_size", base.batch_size), run_tasks,
+                                               variant.tasks)
     fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
     fields = tuple(f for f in fields if f not in variant.drop_fields)
     use_visual = base.model.use_visual if variant.visual is None else variant.visual
@@ -138,7 +160,8 @@ def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
                   budget_cfg: AblationConfig) -> EmbeddingModel:
     """Train and export the variant and load it; an export trained with the same config is reused."""
     name = f"{run}--abl-{variant.name}"
-    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg)
+    run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
+    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks)
     wanted = json.loads(json.dumps(train_cfg.to_json()))  # as config.json stores it (lists, not tuples)
     same = export.manifest.exists() and read_run_config(ws.run_dir(name))["config"] == wanted
     if budget_cfg.retrain or not same:

@@ -121,7 +121,7 @@ class WorldConfig:
     #: offsets of these lengths, one direction per value, plus noise: the visual attributes
     #: (colour, pattern) show well, the concept weakly, the other attributes hardly at all.
     legacy_noise: float = 1.0
-    legacy_concept_weight: float = 0.25
+    legacy_concept_weight: float = 0.1
     legacy_visual_weight: float = 0.5
     legacy_nonvisual_weight: float = 0.05
     #: Legacy values are rounded to multiples of this (production embeddings are quantised too);

@@ -18,12 +18,14 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   ==================  =====================================================================
   channel             reveals
   ==================  =====================================================================
-  legacy embedding    topic and the visual attributes well, the concept through a short
-                      offset (and through the colours and patterns of its few image files),
-                      the other attributes hardly at all (like PinSage / ItemSage)
+  legacy embedding    topic and the visual attributes well, the concept weakly (a short
+                      offset), the other attributes hardly at all (like PinSage / ItemSage);
+                      an entity's look is drawn independently of its concept, so the visual
+                      attributes tell nothing of the concept
   title/description   ~70% of pins: the concept (synonyms, typos, words of other topics) and
                       each attribute with some probability, sometimes a wrong value
-  image (captions)    topic (shape + background), concept (frame colour), colour and pattern;
+  image (captions)    topic (shape + background), concept (frame colour), and the entity's
+                      colour and pattern as far as its concept's few image files show them;
                       never material, style, occasion or audience. ~30% of pins have alt text
   board titles        the board's topic plus a style or occasion word; pins are saved mostly
                       to boards naming their own style or occasion
@@ -33,8 +35,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
 
   No channel carries an entity's id or anything drawn from the engagements (the test window).
 * Images: each unique image file shows one (topic, concept, colour, pattern). Pins and products
-  pick an image of their (topic, concept) and take its colour and pattern, so many pins share
-  one file, the way repins do.
+  draw their own colour and pattern, then pick an image of their (topic, concept) showing that
+  look, else that colour, else any (by popularity), so many pins share one file, the way repins do.
 * Products: brand, title, description, image and legacy embedding in the same space.
 * Boards: human-written titles ("my boho living room 😍", typos, generic "favs"); ~90% of pins
   are saved to at least one board, mostly boards of their own topic.
@@ -160,19 +162,21 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int, int]]:
 
 
 class _BlockSampler:
-    """Draw items of a requested (topic, concept) block with popularity weights.
+    """Draw items of a requested (group, slot) block with popularity weights: (topic, concept) for
+    entities, ((topic, concept), look) for the images an entity of a given look may show.
 
     Items are sorted by block; a draw is a ``searchsorted`` into the block's slice of the
-    cumulative weights. An empty block falls back to the topic, an empty topic to everything
+    cumulative weights. An empty block falls back to the group, an empty group to everything
     (only the tiny world has those).
     """
 
-    def __init__(self, topic: np.ndarray, concept: np.ndarray, weight: np.ndarray, n_concepts: int) -> None:
+    def __init__(self, topic: np.ndarray, concept: np.ndarray, weight: np.ndarray, n_concepts: int,
+                 n_groups: int = N_TOPICS) -> None:
         self.c = n_concepts
         block = topic.astype(np.int64) * n_concepts + concept
         self.order = np.argsort(block, kind="stable")
         self.cum = np.concatenate([[0.0], np.cumsum(weight[self.order])])
-        counts = np.bincount(block, minlength=N_TOPICS * n_concepts)
+        counts = np.bincount(block, minlength=n_groups * n_concepts)
         ends = np.cumsum(counts)
         self.start, self.end = ends - counts, ends
         self.n = len(topic)
@@ -185,6 +189,11 @@ class _BlockSampler:
         b = self.block[idx]
         lo, size = self.start[b], self.end[b] - self.start[b]
         return self.order[lo + (self.position[idx] - lo + 1) % size]
+
+    def has(self, topic: np.ndarray, concept: np.ndarray) -> np.ndarray:
+        """Whether each requested block holds at least one item."""
+        b = topic.astype(np.int64) * self.c + concept
+        return self.end[b] > self.start[b]
 
     def draw(self, rng: np.random.Generator, topic: np.ndarray, concept: np.ndarray) -> np.ndarray:
         b = topic.astype(np.int64) * self.c + concept
@@ -264,6 +273,10 @@ class _World:
         j = rng.integers(0, self.cfg.attr_values_per_topic, (len(topic), len(kinds)))
         return self.topic_values[topic[:, None], np.asarray(kinds)[None, :], j]
 
+    def slot(self, topic: np.ndarray, kind: int, value: np.ndarray) -> np.ndarray:
+        """Each value's position among its topic's values of ``kind`` (0 .. attr_values_per_topic - 1)."""
+        return np.argmax(self.topic_values[topic, kind] == value[:, None], axis=1)
+
     def other_value(self, rng: np.random.Generator, topic: np.ndarray, kind: int, value: np.ndarray) -> np.ndarray:
         """Another value of ``kind`` used by each row's topic (for misleading text)."""
         vals = self.topic_values[topic, kind]
@@ -309,6 +322,26 @@ class _Images:
     descriptions: pl.Series
     words: pl.Series
     sampler: _BlockSampler
+    #: The same files by ((topic, concept), colour and pattern slot) and by ((topic, concept), colour slot).
+    by_look: _BlockSampler
+    by_colour: _BlockSampler
+
+    def pick(self, world: _World, rng: np.random.Generator, topic: np.ndarray, concept: np.ndarray,
+             colour: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+        """An image of each entity's (topic, concept), popularity-weighted, showing the entity's own
+        colour and pattern when its block has such a file, else its colour, else any of the block.
+
+        Entities draw their look independently of their concept, so the visual attributes (which
+        the legacy embedding shows well) say nothing about the concept; the image shows the
+        entity's look as far as the few files of its block allow.
+        """
+        block = topic.astype(np.int64) * N_CONCEPTS + concept
+        c_slot, p_slot = world.slot(topic, _COLOUR, colour), world.slot(topic, _PATTERN, pattern)
+        look = c_slot * world.cfg.attr_values_per_topic + p_slot
+        both, by_colour = self.by_look.draw(rng, block, look), self.by_colour.draw(rng, block, c_slot)
+        any_ = self.sampler.draw(rng, topic, concept)
+        return np.where(self.by_look.has(block, look), both,
+                        np.where(self.by_colour.has(block, c_slot), by_colour, any_))
 
 
 def _plan_images(world: _World, rng: np.random.Generator, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -346,8 +379,13 @@ def _write_images(world: _World, images_dir: Path, kind: str, n: int, stream_chu
     words = pl.Series("image_words", [s.words for s in specs], dtype=pl.List(pl.Utf8))
     # Repins: a few images of a block are saved far more often than the rest.
     weight = _zipf_weights(rng, n, cfg.entity_zipf)
+    block, v = topic.astype(np.int64) * N_CONCEPTS + concept, cfg.attr_values_per_topic
+    c_slot, p_slot = world.slot(topic, _COLOUR, visual[:, 0]), world.slot(topic, _PATTERN, visual[:, 1])
+    n_blocks = N_TOPICS * N_CONCEPTS
     return _Images(topic, concept, visual, paths, descriptions, words,
-                   _BlockSampler(topic, concept, weight, N_CONCEPTS))
+                   _BlockSampler(topic, concept, weight, N_CONCEPTS),
+                   _BlockSampler(block, c_slot * v + p_slot, weight, v * v, n_groups=n_blocks),
+                   _BlockSampler(block, c_slot, weight, v, n_groups=n_blocks))
 
 
 def _other_concept(rng: np.random.Generator, concept: np.ndarray) -> np.ndarray:
@@ -376,16 +414,21 @@ class _Entities:
 
 def _draw_entities(world: _World, images: _Images, stream: int, n: int, prefix: str
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, pl.Series]:
-    """What pins and products share: each takes the (topic, concept) and visual attributes its
-    image shows, draws its other attributes among its topic's values, and gets a Zipf popularity
-    weight and an id. Returns image index, topic, concept, attributes, weight and ids; later draws
-    use per-chunk generators of the same stream."""
+    """What pins and products share: each draws a topic, a concept and one value of every attribute
+    kind among its topic's values, independently (so no attribute tells the concept), picks an
+    image of its (topic, concept) that shows its look (:meth:`_Images.pick`), and gets a Zipf
+    popularity weight and an id. Returns image index, topic, concept, attributes, weight and ids;
+    later draws use per-chunk generators of the same stream."""
     rng = _rng(world.seed, stream)
-    img = images.sampler.draw(rng, world.topics(rng, n), rng.integers(0, N_CONCEPTS, n))
-    weight = _zipf_weights(rng, n, world.cfg.entity_zipf)
-    topic = images.topic[img]
+    topic, concept = world.topics(rng, n), rng.integers(0, N_CONCEPTS, n)
     attrs = world.attributes(rng, topic, tuple(range(N_KINDS)))
-    attrs[:, [_COLOUR, _PATTERN]] = images.visual[img]
+    img = images.pick(world, rng, topic, concept, attrs[:, _COLOUR], attrs[:, _PATTERN])
+    weight = _zipf_weights(rng, n, world.cfg.entity_zipf)
+    # A block without any image file (only in the tiny world) borrows another block's: the entity
+    # takes that image's (topic, concept), and its look when the topic changed too.
+    moved = images.topic[img] != topic
+    topic = images.topic[img]
+    attrs[moved] = world.attributes(rng, topic[moved], tuple(range(N_KINDS)))
     return img, topic, images.concept[img], attrs, weight, _ids(prefix, n, _width(n))
 
 

@@ -45,6 +45,15 @@ def test_variant_configs_change_one_thing_and_share_the_budget():
     assert [variant_config(base, v, cfg).model.use_visual for _, v in TABLE4_VARIANTS] == [False] * 4 + [True]
     assert variant_config(base, SINGLE_TASK["query-product"], cfg).tasks == ("query-product",)
     assert variant_config(base, COMPAT_ONLY, cfg).tasks == ("compat-pin", "compat-product")
+    # Table 5: a single-task model sees its task's pairs per step in the unified model, no more;
+    # Table 6's compat-only reference keeps the whole batch.
+    run_tasks = ("query-pin", "query-product", "query-query", "compat-pin", "compat-product")
+    full = TrainConfig()  # 704 pairs, shares 8 : 4 : 4 : 4 : 2
+    own = AblationConfig()
+    assert variant_config(full, SINGLE_TASK["query-pin"], own, run_tasks).batch_size == 256
+    assert variant_config(full, SINGLE_TASK["query-query"], own, run_tasks).batch_size == 128
+    assert variant_config(full, SINGLE_TASK["query-query"], cfg, run_tasks).batch_size == 12  # 64 * 4 / 22
+    assert variant_config(full, COMPAT_ONLY, own, run_tasks).batch_size == 704
     unified = variant_config(base, UNIFIED, cfg)
     assert unified.model == base.model and unified.steps == 40
     # Each variant is trained once even when several tables need it; the reference comes first.
