@@ -31,8 +31,8 @@ from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.model.lexical import LexicalChannel, bag_rows
 from omnisearchsage.model.towers import ModelSpec
 from omnisearchsage.text_encoders import encode_texts, resolve_embed_model
-from omnisearchsage.trainer.data import load_entity_catalogue, load_training_data
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.data import load_entity_catalogue, load_training_data
 
 
 def held_out(queries: list[str], share: float) -> list[str]:

@@ -62,6 +62,8 @@ def train_cmd(
              f"stage); default: {_D.fine_tune_lr_scale:g} when the training pairs hold at least "
              f"{_D.fine_tune_min_queries:,} distinct queries, else frozen.", show_default=False)]
     = _D.pretrained_lr_scale,
+    fine_tune_layers: Annotated[int, typer.Option(
+        help="Top layers of the encoder the siamese stage trains (0: every layer).")] = _D.fine_tune_layers or 0,
     fine_tune_epochs: Annotated[float, typer.Option(
         help="Epochs of the query-entity pairs the siamese stage walks when it runs.")] = _D.fine_tune_epochs,
     anchor_lr_scale: Annotated[float, typer.Option(
@@ -95,7 +97,7 @@ def train_cmd(
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
-                  fine_tune_epochs=fine_tune_epochs,
+                  fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
