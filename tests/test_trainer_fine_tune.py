@@ -18,7 +18,7 @@ from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.io import load_embeddings, load_entity_encoder
 from omnisearchsage.model.towers import TransformerQueryTower
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.export import embed_catalogue, export_run
 from omnisearchsage.trainer.fine_tune import fine_tune_scale
 from omnisearchsage.trainer.loop import checkpoints, read_run_config, train
 from omnisearchsage.trainer.siamese import LowerStates, no_duplicate_batches
@@ -107,6 +107,11 @@ def test_export_of_a_tuned_model_embeds_entities_from_text_as_serving_does(reque
     again = encoder.encode("product", {"title": products["title"].to_list(),
                                        "description": products["description"].to_list()})
     np.testing.assert_allclose(again, emb, atol=1e-4)
+    export_run(ws, "tuned", embeddings=False)  # encoders only; `omni embed` then reads the run's vectors
+    embed_catalogue(ws, "tuned")
+    shard_ids, shard = load_embeddings(export, "product")
+    assert shard_ids == ids
+    np.testing.assert_allclose(shard, emb, atol=1e-6)
     legacy = np.stack(products["legacy_embedding"].to_list())
     dense = emb[:, :32] / np.linalg.norm(emb[:, :32], axis=1, keepdims=True)
     assert np.abs(dense - legacy / np.linalg.norm(legacy, axis=1, keepdims=True)).max() > 1e-3  # it moved
