@@ -171,7 +171,8 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
         kind = cfg.model.anchor_kind
         cat = data.catalogues[kind]
         with cpu_threads(stage_threads):  # large matrix products, unlike a loop step: every core helps
-            siamese = fine_tune_siamese(model.query, data, kind, encoder_texts(ws, kind, cat.keys), cfg)
+            siamese = fine_tune_siamese(model.query, data, kind, encoder_texts(ws, kind, cat.keys), cfg,
+                                        accelerator.device)
         text_vectors = siamese.vectors
     if isinstance(model.query, TransformerQueryTower):
         model.query.transformer.requires_grad_(False)  # the loop never trains the body

@@ -122,10 +122,11 @@ class SiameseResult:
 
 
 def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: str, texts: Sequence[str],
-                      cfg: TrainConfig) -> SiameseResult:
+                      cfg: TrainConfig, device: torch.device | None = None) -> SiameseResult:
     """Fine-tune ``tower``'s body on the ``query-<kind>`` pairs, both sides through it (module doc);
     returns the tuned body's vectors of ``texts`` (one per row of the ``kind`` catalogue). The body
-    is frozen when this returns."""
+    is frozen when this returns. It runs on ``device`` (the kept states stay in host memory, one
+    batch at a time goes over) and the tower is back on its own device afterwards."""
     task = data.tasks.get(f"query-{kind}")
     layers = tower.layers
     if task is None or task.frozen:
@@ -137,6 +138,9 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     top = min(cfg.fine_tune_layers or len(layers), len(layers))
     frozen = len(layers) - top
     queries = data.catalogues["query"].keys.to_list()
+    home = next(tower.parameters()).device
+    device = device or home
+    tower.to(device)
     tower.transformer.requires_grad_(False)
     tower.transformer.eval()
     for layer in layers[frozen:]:
@@ -144,7 +148,11 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
         layer.train()  # dropout in the learning layers, as sentence-transformers trains
 
     def lower(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return tower.lower_layers(ids, mask, frozen)
+        return tower.lower_layers(ids.to(device), mask.to(device), frozen).to(torch.float16).cpu()
+
+    def pooled(states: LowerStates, rows: np.ndarray) -> torch.Tensor:
+        hidden, mask = states.batch(rows)
+        return F.normalize(tower.pool_upper(hidden.to(device), mask.to(device), frozen), dim=-1)
 
     batch_rows = cfg.export_batch_size // 8  # rows of the lower layers' padded batches
     log.info("siamese stage: top %d of %d layers learn; lower layers once per text", top, len(layers))
@@ -152,8 +160,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     clock = time.perf_counter()
     q_states = LowerStates.compute([queries[i] for i in q_rows], tower.tokenize, lower, batch_rows)
     e_states = LowerStates.compute(texts, lambda t: tower.tokenize(t, cfg.model.entity_max_tokens), lower, batch_rows)
-    q_index = np.full(len(queries), -1, dtype=np.int64)
     lower_s, clock = time.perf_counter() - clock, time.perf_counter()
+    q_index = np.full(len(queries), -1, dtype=np.int64)  # catalogue row -> row of q_states
     q_index[q_rows] = np.arange(len(q_rows))
 
     batches = no_duplicate_batches(task.query_rows, task.cand_rows, cfg.fine_tune_batch_size, cfg.seed,
@@ -164,10 +172,10 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     torch.manual_seed(cfg.seed)
     with progress_bar(len(batches), "siamese stage", "step") as bar:
         for step, pairs in enumerate(batches):
-            q = tower.pool_upper(*q_states.batch(q_index[task.query_rows[pairs]]), frozen)
-            e = tower.pool_upper(*e_states.batch(e_rows[task.cand_rows[pairs]]), frozen)
-            logits = cfg.fine_tune_logit_scale * F.normalize(q, dim=-1) @ F.normalize(e, dim=-1).T
-            loss = F.cross_entropy(logits, torch.arange(len(pairs)))
+            q = pooled(q_states, q_index[task.query_rows[pairs]])
+            e = pooled(e_states, e_rows[task.cand_rows[pairs]])
+            logits = cfg.fine_tune_logit_scale * q @ e.T
+            loss = F.cross_entropy(logits, torch.arange(len(pairs), device=device))
             if not torch.isfinite(loss):
                 raise OmniError(f"siamese stage loss became {loss.item()} at step {step + 1}; lower --lr or "
                                 "--pretrained-lr-scale")
@@ -188,7 +196,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     with torch.no_grad():
         for start in range(0, len(texts), batch_rows):
             rows = order[start : start + batch_rows]
-            out[rows] = F.normalize(tower.pool_upper(*e_states.batch(rows), frozen), dim=-1).numpy()
+            out[rows] = pooled(e_states, rows).float().cpu().numpy()
+    tower.to(home)
     timings = {"lower_layers_s": lower_s, "steps": len(batches), "steps_s": steps_s,
                "pairs_per_s": pairs_seen / steps_s, "vectors_s": time.perf_counter() - clock}
     return SiameseResult(out, {k: round(v, 2) for k, v in timings.items()})
