@@ -375,11 +375,9 @@ def task_prefixes(cfg: TrainConfig, data: TrainingData, width: int) -> dict[str,
 
 def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (fused) or LAMB; matrices decay, vectors and scalars (norms, biases, temperatures) do not.
-    A pretrained transformer body learns at ``pretrained_lr_scale`` times the rate and an anchored
-    model's residuals and lexical weights at ``anchor_lr_scale`` times it (each group's ``lr_scale``)."""
+    An anchored model's residuals and lexical weights learn at ``anchor_lr_scale`` times the rate (each
+    group's ``lr_scale``). A pretrained transformer body is frozen here: only the siamese stage trains it."""
     def rate(name: str) -> float:
-        if ".transformer." in f".{name}":
-            return cfg.pretrained_lr_scale
         anchored = cfg.model.anchor_kind is not None and (".residual." in name or ".head." in name
                                                           or ".lexical." in name)
         return cfg.anchor_lr_scale if anchored else 1.0
