@@ -13,7 +13,6 @@ The baseline is offset 0 (plain idf), measured in the same run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from omnisearchsage.evaluation.relevance import relevance_meta, score_system
 from omnisearchsage.evaluation.scoring import EmbeddingScorer
 from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize
+from omnisearchsage.importers.relevance import held_out_queries
 from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.model.lexical import LexicalChannel, bag_rows
@@ -33,12 +33,6 @@ from omnisearchsage.model.towers import ModelSpec
 from omnisearchsage.text_encoders import encode_texts, resolve_embed_model
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue, load_training_data
-
-
-def held_out(queries: list[str], share: float) -> list[str]:
-    """A fixed ``share`` of ``queries``, by a hash of the lower-cased text (never the test rule's)."""
-    cut = int(share * 1000)
-    return [q for q in queries if int(hashlib.md5(("holdout:" + q.lower()).encode()).hexdigest(), 16) % 1000 < cut]
 
 
 def channel_vectors(channel: LexicalChannel, bags: TokenBags, batch: int = 8192) -> np.ndarray:
@@ -66,7 +60,7 @@ def main() -> None:
     cat = load_entity_catalogue(ws, "product", ("title",))
     ids = cat.keys.to_numpy()
     labels = pl.read_parquet(ws.path(RELEVANCE_LABELS)).filter(pl.col("split") == "train")
-    raw = held_out(labels["query"].unique().sort().to_list(), args.share)
+    raw = held_out_queries(labels["query"].unique().sort().to_list(), args.share)
     qmap = pl.DataFrame({"query": raw, "qrow": np.arange(len(raw), dtype=np.int64)})
     cand = pl.DataFrame({"product_id": ids.astype(str), "col": np.arange(len(ids), dtype=np.int64)})
     held = (labels.join(qmap, on="query").join(cand, on="product_id")

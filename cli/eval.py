@@ -114,6 +114,8 @@ def import_relevance_cmd(
     embed_model: Annotated[str, typer.Option(help="Sentence encoder for product legacy embeddings: auto (bundled "
                                              "all-MiniLM-L6-v2 if installed), none, or a model folder.")]
     = _I.embed_model,
+    bf16: Annotated[bool, typer.Option(help="Embed in bf16 autocast where the CPU or GPU has native bf16 "
+                                       "(--no-bf16: float32).")] = _I.embed_bf16,
     dataset: Annotated[str | None, typer.Option(help="Data set name (default: the products file's folder "
                                                    "name); picks reference figures.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace raw tables already in --out.")] = False,
@@ -126,7 +128,8 @@ def import_relevance_cmd(
     """
     from omnisearchsage.importers.relevance import import_relevance
 
-    cfg = replace(_I, positive_min=positive_min, embed_model=embed_model, dataset=dataset, force=force)
+    cfg = replace(_I, positive_min=positive_min, embed_model=embed_model, embed_bf16=bf16, dataset=dataset,
+                  force=force)
     stats = import_relevance(products, train, test, out, cfg)
     typer.echo(f"{out}: {stats['products']} products; train {stats['train_pairs']} pairs "
                f"({stats['train_positive_pairs']} positive, {stats['train_queries']} queries); test "

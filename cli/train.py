@@ -66,6 +66,9 @@ def train_cmd(
         help="Top layers of the encoder the siamese stage trains (0: every layer).")] = _D.fine_tune_layers or 0,
     fine_tune_epochs: Annotated[float, typer.Option(
         help="Epochs of the query-entity pairs the siamese stage walks when it runs.")] = _D.fine_tune_epochs,
+    bf16: Annotated[bool, typer.Option(
+        help="Run the siamese stage's encoder passes in bf16 autocast where the CPU or GPU has native bf16 "
+             "(--no-bf16: float32).")] = _D.fine_tune_bf16,
     anchor_lr_scale: Annotated[float, typer.Option(
         help="Learning-rate scale of an anchored model's residual maps, query head and lexical weights.")]
     = _D.anchor_lr_scale,
@@ -97,7 +100,7 @@ def train_cmd(
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
-                  fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None,
+                  fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None, fine_tune_bf16=bf16,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)

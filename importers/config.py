@@ -36,6 +36,8 @@ class RelevanceImportConfig:
     #: Tokens of title + description the encoder reads (the README's MiniLM reference: 128).
     embed_max_tokens: int = 128
     embed_batch_size: int = 64
+    #: Embed in bf16 autocast where the hardware has native bf16 (``text_encoders.bf16_autocast``).
+    embed_bf16: bool = True
     #: Data set name recorded in raw/relevance.json; selects reference figures in reports.
     #: ``None``: the name of the folder holding products.csv.
     dataset: str | None = None

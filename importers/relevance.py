@@ -19,6 +19,7 @@ README does.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict
 from datetime import timedelta
@@ -50,6 +51,18 @@ PAIR_COLUMNS = ("query", "product_id", "label")
 _MAX_ROWS = 3
 #: CSV line of data row 0 (line 1 is the header).
 _FIRST_LINE = 2
+
+
+def held_out_queries(queries: list[str], share: float) -> list[str]:
+    """A fixed ``share`` of training ``queries`` held out for choosing settings without the test set.
+
+    Picked by an MD5 of the lower-cased text (salted, so never the test split's rule): the same queries
+    every run and on every machine, and a query's case variants fall on the same side.
+    ``bench/lexical_idf_offset.py`` scores them in place; ``bench/holdout_split.py`` writes them out as
+    the test file of a validation workspace.
+    """
+    cut = int(share * 1000)
+    return [q for q in queries if int(hashlib.md5(("holdout:" + q.lower()).encode()).hexdigest(), 16) % 1000 < cut]
 
 
 def _rows(frame: pl.DataFrame, mask: pl.Expr, column: str) -> str:
@@ -154,7 +167,7 @@ def import_relevance(
     model_dir = resolve_embed_model(cfg.embed_model)
     if model_dir is not None:
         texts = products.select(encoder_text(products.columns).alias("text"))["text"].to_list()
-        emb = encode_texts(model_dir, texts, cfg.embed_max_tokens, cfg.embed_batch_size)
+        emb = encode_texts(model_dir, texts, cfg.embed_max_tokens, cfg.embed_batch_size, cfg.embed_bf16)
         products = products.with_columns(pl.Series("legacy_embedding", emb, dtype=PRODUCTS.column(
             "legacy_embedding").dtype))
     events = engagements(labels, split, cfg)

@@ -105,6 +105,9 @@ class TrainConfig:
     fine_tune_batch_size: int = 64
     #: The siamese stage's logit scale on cosines (MultipleNegativesRankingLoss's default: 20).
     fine_tune_logit_scale: float = 20.0
+    #: Run the siamese stage's encoder passes in bf16 autocast where the device has native bf16 (a CPU
+    #: with AVX512-BF16 or AMX, a bf16 GPU; ``text_encoders.bf16_autocast``), float32 elsewhere or if False.
+    fine_tune_bf16: bool = True
     #: An anchored model's residual maps and lexical weights learn at ``lr`` times this: at the full
     #: rate they drift from the pretrained space faster than a few hundred queries can justify (measured
     #: on CrowdFlower, README *Real data*).

@@ -17,6 +17,9 @@ This stage runs that recipe inside the trainer, on the run's own pairs:
   ``NoDuplicatesBatchSampler``: a duplicate would be a false in-batch negative), loss
   ``cross_entropy(fine_tune_logit_scale * cos(q_i, e_j), i)``, AdamW at ``lr * pretrained_lr_scale``
   decaying linearly to 0 over ``fine_tune_epochs`` epochs of the pairs;
+* every pass of the body (the lower layers once, each step's top layers, the final vectors) runs in
+  bf16 autocast where the hardware has native bf16 (``text_encoders.bf16_autocast``; ``fine_tune_bf16``),
+  the loss and the optimizer in float32;
 * then the body is frozen; the stage returns the tuned body's vector of every catalogue entity of
   that kind, which the entity tower reads in its anchor slot from then on (``ModelConfig.entity_text``)
   and which the export writes as it is.
@@ -40,6 +43,7 @@ from torch.nn import functional as F
 from omnisearchsage.errors import OmniError
 from omnisearchsage.model.towers import TransformerQueryTower
 from omnisearchsage.progress import progress_bar
+from omnisearchsage.text_encoders import bf16_autocast
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import TrainingData
 
@@ -148,11 +152,14 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
         layer.train()  # dropout in the learning layers, as sentence-transformers trains
 
     def lower(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return tower.lower_layers(ids.to(device), mask.to(device), frozen).to(torch.float16).cpu()
+        with bf16_autocast(device, cfg.fine_tune_bf16):
+            return tower.lower_layers(ids.to(device), mask.to(device), frozen).to(torch.float16).cpu()
 
     def pooled(states: LowerStates, rows: np.ndarray) -> torch.Tensor:
         hidden, mask = states.batch(rows)
-        return F.normalize(tower.pool_upper(hidden.to(device), mask.to(device), frozen), dim=-1)
+        with bf16_autocast(device, cfg.fine_tune_bf16):
+            upper = tower.pool_upper(hidden.to(device), mask.to(device), frozen)
+        return F.normalize(upper.float(), dim=-1)
 
     batch_rows = cfg.export_batch_size // 8  # rows of the lower layers' padded batches
     log.info("siamese stage: top %d of %d layers learn; lower layers once per text", top, len(layers))
