@@ -66,6 +66,10 @@ def train_cmd(
         help="Top layers of the encoder the siamese stage trains (0: every layer).")] = _D.fine_tune_layers or 0,
     fine_tune_epochs: Annotated[float, typer.Option(
         help="Epochs of the query-entity pairs the siamese stage walks when it runs.")] = _D.fine_tune_epochs,
+    fine_tune_hard_negatives: Annotated[int, typer.Option(
+        help="Mined hard negatives per pair in the siamese stage (the untuned encoder's nearest catalogue "
+             "entities that are not positives, past a false-negative guard; 0: in-batch negatives only).")]
+    = _D.fine_tune_hard_negatives,
     bf16: Annotated[bool, typer.Option(
         help="Run the siamese stage's encoder passes in bf16 autocast where the CPU or GPU has native bf16 "
              "(--no-bf16: float32).")] = _D.fine_tune_bf16,
@@ -101,6 +105,7 @@ def train_cmd(
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
                   fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None, fine_tune_bf16=bf16,
+                  fine_tune_hard_negatives=fine_tune_hard_negatives,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
