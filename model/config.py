@@ -76,6 +76,9 @@ class ModelConfig:
     lexical_buckets: int | None = None
     #: Entity text fields the lexical channel reads (queries: the whole query).
     lexical_fields: tuple[str, ...] = ("title",)
+    #: Token kinds of the features the lexical channel reads, each with its out-of-vocabulary hashes:
+    #: "unigram", "bigram", "char_trigram" (``features.featurizer``'s id space).
+    lexical_tokens: tuple[str, ...] = ("unigram",)
     #: Initial scale of the lexical channel against the unit dense part (learned; CrowdFlower's best
     #: untrained value of 0.5 / 0.7 / 1.0 is 0.7).
     lexical_beta: float = 0.7

@@ -146,3 +146,17 @@ def test_lexical_weights_start_at_idf_plus_the_offset(anchored_ws):
     plain, offset = weights("idf-plain", 0.0), weights("idf-offset", 3.0)
     torch.testing.assert_close(offset - plain, torch.full_like(plain, 3.0))
     assert plain.min() >= 0 and plain.max() > plain.min()  # idf: a spread of weights, none negative
+
+
+def test_lexical_tokens_pick_the_channel_id_ranges_and_unknown_kinds_fail(anchored_ws):
+    from omnisearchsage.features.featurizer import Featurizer
+    from omnisearchsage.trainer.loop import lexical_ranges
+
+    ws, _ = anchored_ws
+    featurizer = Featurizer.load(ws.features)
+    space = featurizer.id_space
+    assert lexical_ranges(featurizer, ("unigram",)) == tuple(tuple(space[k]) for k in ("unigram", "oov_unigram"))
+    both = lexical_ranges(featurizer, ("unigram", "bigram"))
+    assert both == tuple(tuple(space[k]) for k in ("unigram", "oov_unigram", "bigram", "oov_bigram"))
+    with pytest.raises(OmniError, match="word4"):
+        lexical_ranges(featurizer, ("unigram", "word4"))

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from torch.nn import functional as F
 from safetensors.torch import load_file
+from torch.nn import functional as F
 
 from omnisearchsage.contract import PRODUCTS
 from omnisearchsage.errors import OmniError

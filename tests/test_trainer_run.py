@@ -151,7 +151,7 @@ def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | 
     """The run's model and loss at its newest checkpoint (``run``) or at initialisation."""
     cfg = resolve_query_encoder(ws, cfg)
     torch.manual_seed(cfg.seed)
-    model = TwoTowerModel(cfg.model, model_spec(Featurizer.load(ws.features), data))
+    model = TwoTowerModel(cfg.model, model_spec(Featurizer.load(ws.features), data, cfg.model))
     objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares))
     if run is not None:
         load_checkpoint(run, objective)
