@@ -118,3 +118,20 @@ def test_relevance_set_is_the_on_topic_part_of_the_test_pins(random_eval, tiny_w
     checked = rel.join(truth_q, on="query").join(truth_p, left_on="entity_id", right_on="pin_id", suffix="_pin")
     assert len(checked) == len(rel) and (checked["topic"] == checked["topic_pin"]).all()
     assert any(h["paper_set"] == "pin relevance" for h in results["headline"])
+
+
+def test_ann_check_builds_the_served_index_by_default_and_each_named_library_on_request(tiny_ws):
+    """``auto`` reports the one index ``omni serve --index auto`` builds (each HNSW build is a pass over the
+    catalogue); naming libraries reports each installed one once."""
+    from omnisearchsage.evaluation.ann_eval import AnnRecall
+    from omnisearchsage.search.ann import resolve_backend
+
+    served = resolve_backend("auto")
+    results, _ = evaluate(tiny_ws, fake_model(tiny_ws), EvalConfig(baselines=()), [AnnRecall()])
+    rows = results["ann"]
+    assert {r["library"] for r in rows} == ({served} if served != "exact" else set())
+    assert all(0.0 <= r["recall_vs_exact@10"] <= 1.0 for r in rows)
+    both, _ = evaluate(tiny_ws, fake_model(tiny_ws), EvalConfig(baselines=(), ann=("faiss", "usearch", "auto")),
+                       [AnnRecall()])
+    libs = [r["library"] for r in both["ann"] if r["entity_type"] == "pin"]
+    assert sorted(libs) == ["faiss", "usearch"]  # the test extra installs both; auto is one of them
