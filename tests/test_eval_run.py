@@ -118,3 +118,18 @@ def test_relevance_set_is_the_on_topic_part_of_the_test_pins(random_eval, tiny_w
     checked = rel.join(truth_q, on="query").join(truth_p, left_on="entity_id", right_on="pin_id", suffix="_pin")
     assert len(checked) == len(rel) and (checked["topic"] == checked["topic_pin"]).all()
     assert any(h["paper_set"] == "pin relevance" for h in results["headline"])
+
+
+def test_compat_sets_score_the_models_compat_vectors(tiny_ws):
+    # A model with a compat head: the legacy indexes are ranked with its compat vectors (their
+    # 256-d prefix), not with the main embedding's prefix.
+    model = fake_model(tiny_ws)
+    model.encode_compat = lambda texts: np.stack([unit("compat " + t, 300) for t in texts])
+    _, ev = evaluate(tiny_ws, model, EvalConfig(index_size=60, ann=(), baselines=(), min_lang_pairs=5))
+    data = ev.tasks["compat-pin"]
+    scorer = ev.model_scorer(data, ev.candidate_emb["compat-pin"])
+    expected = np.stack([unit("compat " + t, 300)[:256] for t in data.queries])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(scorer.queries.numpy(), expected, atol=1e-6)
+    main = ev.model_scorer(ev.tasks["query-pin"], ev.candidate_emb["query-pin"])
+    assert main.queries.shape[1] == DIM  # the main sets keep the main embedding

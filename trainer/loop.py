@@ -82,16 +82,16 @@ class Objective(nn.Module):
         self.model, self.criterion = model, criterion
 
     def forward(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        queries = self.model.query(**batch.query_inputs)
+        queries, compat = self.model.query.forward_with_compat(**batch.query_inputs)
         entities = self.model.entity(**batch.entity_inputs) if batch.entity_inputs is not None else None
         pairs = {}
         for name, rows in batch.tasks.items():
-            source = {"query": queries, "entity": entities}.get(rows.source)
-            if source is None:
-                source = batch.legacy[name]
+            source, query = {"query": queries, "entity": entities}.get(rows.source), queries
+            if source is None:  # a compat task: its own query output (when the tower has one)
+                source, query = batch.legacy[name], queries if compat is None else compat
             pos, neg = source[rows.pos], source[rows.neg]
             hard = None if rows.hard is None else source[rows.hard].view(len(pos), -1, pos.shape[1])
-            pairs[name] = PairBatch(queries[rows.query], pos, rows.query_ids, rows.pos_ids,
+            pairs[name] = PairBatch(query[rows.query], pos, rows.query_ids, rows.pos_ids,
                                     gather(pos), gather(rows.query_ids), gather(rows.pos_ids),
                                     gather(neg), gather(rows.neg_ids), hard, rows.hard_valid)
         return self.criterion(pairs)
@@ -158,7 +158,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     data = load_training_data(ws, cfg, featurizer)
     if not resume:
         cfg = resolve_fine_tuning(limit_steps(cfg, data), data)
-    spec = model_spec(featurizer, data)
+    spec = model_spec(featurizer, data, cfg.model.compat_head)
 
     # ---- model, loss, optimizer
     torch.manual_seed(cfg.seed)
@@ -347,10 +347,13 @@ def read_text_vectors(run: RunLayout, keys: pl.Series) -> np.ndarray:
     return vectors[rows.to_numpy()]
 
 
-def model_spec(featurizer: Featurizer, data: TrainingData) -> ModelSpec:
-    """What the features and the data decide about the model (the lexical channel reads unigrams)."""
+def model_spec(featurizer: Featurizer, data: TrainingData, compat_head: bool = True) -> ModelSpec:
+    """What the features and the data decide about the model (the lexical channel reads unigrams; the
+    compat head, when ``compat_head`` and a compat task has data, is as wide as its widest legacy embedding)."""
     ranges = tuple((int(a), int(b)) for a, b in (featurizer.id_space[k] for k in ("unigram", "oov_unigram")))
-    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, ranges)
+    legacy = [data.catalogues[t.candidate].legacy_dim for t in data.tasks.values() if t.frozen]
+    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, ranges,
+                     max(legacy) if compat_head and legacy else 0)
 
 
 def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
@@ -367,7 +370,7 @@ def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
 def task_prefixes(cfg: TrainConfig, data: TrainingData, width: int) -> dict[str, dict[int, float]]:
     """Matryoshka ``{dim: weight}`` per task; the full dimension means the whole ``width``-wide output
     (the dense part and the lexical channel), a shorter prefix the dense part's first dimensions. A compat
-    task scores the legacy-width prefix only."""
+    task scores the legacy-width prefix of its query output (the compat head's, else the main one's)."""
     full = {(width if d == cfg.model.dim else d): w for d, w in zip(cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights)}
     return {name: ({data.catalogues[t.candidate].legacy_dim: 1.0} if t.frozen else full)
             for name, t in data.tasks.items()}
@@ -438,7 +441,10 @@ def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> t
     is lost); one with a checkpoint, or a finished run, is refused with what to do instead.
     """
     if resume:
-        saved = TrainConfig.from_json(read_run_config(run)["config"])
+        saved_json = read_run_config(run)["config"]
+        saved = TrainConfig.from_json(saved_json)
+        if "compat_head" not in saved_json.get("model", {}):  # trained before the head: prefix arrangement
+            saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, compat_head=False))
         saved.validate()
         return saved, False
     cfg.validate()
