@@ -43,9 +43,6 @@ class ModelConfig:
     compat_head: bool = True
     #: Hidden widths of the compat head's own MLP (empty: one linear map).
     compat_hidden: tuple[int, ...] = ()
-    #: What the n-gram tower's compat head reads: "hidden" (the MLP's last hidden layer, shared with
-    #: the main output) or "bag" (the pooled token vectors: only the hash table is shared).
-    compat_input: str = "hidden"
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).

@@ -76,9 +76,17 @@ class ResidualLinear(nn.Module):
         return x + x @ self.delta
 
 
-def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int) -> nn.Sequential | None:
-    """The compat tasks' own output map from the query body (None: ``compat_dim`` 0 or the head is off)."""
-    return mlp(body_dim, *cfg.compat_hidden, compat_dim) if cfg.compat_head and compat_dim else None
+def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int, residual: bool = False) -> nn.Module | None:
+    """The compat tasks' own output map from the query body (None: ``compat_dim`` 0 or the head is off).
+
+    With ``residual`` (the main head is an identity-initialised residual: an anchored transformer,
+    whose legacy embeddings are that encoder's own space) it is one too where the widths allow, so the
+    compat output starts as the encoder's zero-shot vector; otherwise an MLP with ``compat_hidden`` layers."""
+    if not (cfg.compat_head and compat_dim):
+        return None
+    if residual and body_dim == compat_dim and not cfg.compat_hidden:
+        return ResidualLinear(compat_dim)
+    return mlp(body_dim, *cfg.compat_hidden, compat_dim)
 
 
 def compat_output(head: nn.Module | None, body: torch.Tensor) -> torch.Tensor | None:
@@ -171,9 +179,7 @@ class NgramQueryTower(nn.Module):
         super().__init__()
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed + 1)
         self.mlp = mlp(cfg.token_dim, *cfg.query_hidden, cfg.dim)
-        self.compat_input = cfg.compat_input
-        body_dim = cfg.query_hidden[-1] if cfg.query_hidden and cfg.compat_input == "hidden" else cfg.token_dim
-        self.compat = compat_head(cfg, body_dim, compat_dim)
+        self.compat = compat_head(cfg, cfg.query_hidden[-1] if cfg.query_hidden else cfg.token_dim, compat_dim)
         self.compat_dim = compat_dim if self.compat is not None else 0
         self.lexical = lexical
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
@@ -186,9 +192,8 @@ class NgramQueryTower(nn.Module):
 
     def forward_with_compat(self, ids: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The main output and the compat output (None without a compat head), from one body pass."""
-        bag = self.bag(ids, offsets)
-        body = self.mlp[:-1](bag)
-        return self._main(ids, offsets, body), compat_output(self.compat, body if self.compat_input == "hidden" else bag)
+        body = self.mlp[:-1](self.bag(ids, offsets))
+        return self._main(ids, offsets, body), compat_output(self.compat, body)
 
     def _main(self, ids: torch.Tensor, offsets: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
         lexical = None if self.lexical is None else self.lexical(ids, bag_rows(offsets, ids.numel()), len(offsets))
@@ -222,7 +227,7 @@ class TransformerQueryTower(nn.Module):
             self.head: nn.Module = ResidualLinear(hidden)
         else:
             self.head = nn.Linear(hidden, cfg.dim)
-        self.compat = compat_head(cfg, hidden, compat_dim)
+        self.compat = compat_head(cfg, hidden, compat_dim, residual=cfg.query_head == "residual")
         self.compat_dim = compat_dim if self.compat is not None else 0
         self.lexical = lexical
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)

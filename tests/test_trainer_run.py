@@ -37,6 +37,7 @@ from omnisearchsage.trainer.loop import (
     checkpoints,
     load_checkpoint,
     model_spec,
+    sample,
     task_prefixes,
     train,
 )
@@ -172,6 +173,23 @@ def test_compat_tasks_score_their_own_head_and_the_main_tasks_never_move_it(ws: 
     # Off, the compat tasks score the main output's prefix again (the arrangement before the head).
     off = replace(SMALL, model=replace(SMALL.model, compat_head=False))
     assert _objective(ws, off, data).model.query.compat is None
+
+
+def test_compat_tasks_also_score_the_retrieval_pairs_of_their_kind(ws: Workspace):
+    data = _data(ws)
+    plain, shared = data.sample(3), sample(data, 3, 0, 1, compat_shared=True)
+    for compat, main, kind in (("compat-pin", "query-pin", "pin"), ("compat-product", "query-product", "product")):
+        own, drawn, got = plain[compat], plain[main], shared[compat]
+        n = len(own.pos_rows)
+        assert np.array_equal(got.pos_rows[:n], own.pos_rows) and np.array_equal(got.neg_rows, own.neg_rows)
+        assert len(got.pos_rows) == n + len(drawn.pos_rows)  # one per drawn pair: equal sizes on every process
+        has = data.catalogues[kind].has_legacy
+        assert has[got.pos_rows].all()  # only entities with a legacy embedding are compat positives
+        assert (set(zip(got.query_rows[n:], got.pos_rows[n:]))
+                == set(zip(drawn.query_rows[has[drawn.pos_rows]], drawn.pos_rows[has[drawn.pos_rows]])))
+    assert np.array_equal(shared["query-pin"].pos_rows, plain["query-pin"].pos_rows)  # retrieval tasks unchanged
+    off = sample(data, 3, 0, 1, compat_shared=False)
+    assert np.array_equal(off["compat-pin"].pos_rows, plain["compat-pin"].pos_rows)
 
 
 def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | None = None) -> Objective:
