@@ -83,6 +83,9 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
     q = load_query_encoder(export).encode(texts)[:, :32]
     zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(q / np.linalg.norm(q, axis=1, keepdims=True), zero_shot, atol=1e-4)
+    # The compat output has its own head, an identity-initialised residual too: it starts in the legacy
+    # space, the encoder's zero-shot vectors.
+    np.testing.assert_allclose(load_query_encoder(export).encode_compat(texts), zero_shot, atol=1e-4)
 
 
 def test_auto_without_a_usable_record_is_the_ngram_tower(anchored_ws, tiny_ws_copy: Workspace):
