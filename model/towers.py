@@ -90,6 +90,8 @@ def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int, residual: bool
 
 
 def compat_output(head: nn.Module | None, body: torch.Tensor) -> torch.Tensor | None:
+    """``L2(head(body))``, the compat tasks' query vectors (None without a head); no lexical part, as the
+    legacy embeddings have none."""
     return None if head is None else F.normalize(head(body), dim=-1)
 
 
