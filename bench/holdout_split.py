@@ -5,7 +5,7 @@
 DATA_DIR holds ``products.csv``, ``train.csv`` and ``test.csv`` (the ``omni import relevance`` format).
 OUT_DIR gets ``products.csv`` (a copy), ``train.csv`` (the training rows of every query not held out)
 and ``test.csv`` (every training row of the held-out queries, ``importers.relevance.held_out_queries``:
-the same queries ``bench/lexical_idf_offset.py`` scores). The data set's own test file is never read,
+the same queries ``bench/lexical_channel.py`` scores). The data set's own test file is never read,
 so settings compared on the imported copy (``omni import relevance --products OUT/products.csv
 --train OUT/train.csv --test OUT/test.csv ...``) are chosen without looking at the test set.
 """

@@ -57,8 +57,10 @@ def eval_cmd(
     topk: Annotated[int, typer.Option(help="Depth of the --topk-out lists.", min=1)] = _E.topk,
     baselines: Annotated[str, typer.Option(help=f"Comma-separated baselines ({', '.join(BASELINES)}), "
                                            "or 'none'.")] = ",".join(_E.baselines),
-    ann: Annotated[bool, typer.Option(help="Report faiss / usearch recall against exact search when "
-                                      "installed.")] = True,
+    ann: Annotated[bool, typer.Option(help="Report approximate-search recall against exact search (the "
+                                      "--ann-libraries that are installed).")] = True,
+    ann_libraries: Annotated[str, typer.Option(help="Comma-separated: faiss, usearch, or auto (the index "
+                                                "`omni serve --index auto` builds).")] = ",".join(_E.ann),
     ablation_steps: Annotated[int | None, typer.Option(help="Training steps per ablation variant "
                                                        "(default: the run's own).", min=1)] = _A.steps,
     ablation_batch_size: Annotated[int | None, typer.Option(help="Pairs per step per ablation variant "
@@ -81,8 +83,12 @@ def eval_cmd(
     unknown = [b for b in chosen if b not in BASELINES]
     if unknown:
         raise typer.BadParameter(f"unknown baseline(s) {', '.join(unknown)}", param_hint="--baselines")
+    libraries = tuple(a.strip() for a in ann_libraries.split(",") if a.strip())
+    if bad := [a for a in libraries if a not in ("auto", "faiss", "usearch")]:
+        raise typer.BadParameter(f"unknown ANN library(ies) {', '.join(bad)}", param_hint="--ann-libraries")
     cfg = EvalConfig(index_size=index_size, max_pairs_per_set=max_pairs, topk=topk, baselines=chosen,
-                     ann=_E.ann if ann else (), seed=seed)
+                     ann=libraries if ann else (),
+                     seed=seed)
     extra = [Ablations(run, replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain))] \
         if ablations else []
     w = workspace(ws)

@@ -53,6 +53,14 @@ def train_cmd(
     lexical_fields: Annotated[str, typer.Option(
         help="Comma-separated entity text fields the lexical channel reads (e.g. title,engaged_queries after "
              "`omni enrich queries`).")] = ",".join(_M.lexical_fields),
+    compat_head: Annotated[bool | None, typer.Option(
+        "--compat-head/--no-compat-head",
+        help="Give the compat tasks their own query output (and let them score the retrieval pairs of each "
+             "step); default: on, except for a model anchored on its legacy embeddings' encoder.",
+        show_default=False)] = _M.compat_head,
+    lexical_tokens: Annotated[str, typer.Option(
+        help="Comma-separated token kinds the lexical channel reads: unigram, bigram, char_trigram.")]
+    = ",".join(_M.lexical_tokens),
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
@@ -66,6 +74,13 @@ def train_cmd(
         help="Top layers of the encoder the siamese stage trains (0: every layer).")] = _D.fine_tune_layers or 0,
     fine_tune_epochs: Annotated[float, typer.Option(
         help="Epochs of the query-entity pairs the siamese stage walks when it runs.")] = _D.fine_tune_epochs,
+    fine_tune_batch_size: Annotated[int, typer.Option(
+        help="Pairs per siamese step, no query and no entity twice (each row's negatives are the others).")]
+    = _D.fine_tune_batch_size,
+    fine_tune_hard_negatives: Annotated[int, typer.Option(
+        help="Mined hard negatives per pair in the siamese stage (the untuned encoder's nearest catalogue "
+             "entities that are not positives, past a false-negative guard; 0: in-batch negatives only).")]
+    = _D.fine_tune_hard_negatives,
     bf16: Annotated[bool, typer.Option(
         help="Run the siamese stage's encoder passes in bf16 autocast where the CPU or GPU has native bf16 "
              "(--no-bf16: float32).")] = _D.fine_tune_bf16,
@@ -96,11 +111,14 @@ def train_cmd(
 
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
-                    lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields))
+                    lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
+                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head)
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
                   fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None, fine_tune_bf16=bf16,
+                  fine_tune_hard_negatives=fine_tune_hard_negatives, compat_shared_pairs=compat_head,
+                  fine_tune_batch_size=fine_tune_batch_size,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)

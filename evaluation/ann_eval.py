@@ -26,7 +26,8 @@ ANN_K = 10
 
 def ann_recall(ev: Evaluation, cfg: EvalConfig) -> list[dict[str, Any]]:
     """One row per (library, entity type): recall@10 vs exact, build and search seconds."""
-    libraries = [lib for lib in cfg.ann if _available(lib)]
+    libraries = list(dict.fromkeys(resolve_backend(lib) if lib == "auto" else lib for lib in cfg.ann))
+    libraries = [lib for lib in libraries if _available(lib)]
     params = IndexParams(hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
                          hnsw_ef_search=cfg.hnsw_ef_search, exact_chunk_size=cfg.chunk_size)
     rows = []

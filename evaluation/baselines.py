@@ -97,19 +97,43 @@ def entity_texts(ws: Workspace, entity_type: str, ids: Sequence[str], variant: s
     return wanted.join(frame, on="id", how="left", maintain_order="left").collect()["text"].fill_null("").to_list()
 
 
+class BaselineScorers:
+    """The baselines' scorers of one candidate set and one query list, each built once.
+
+    Two BM25 variants that index the very same text share one scorer, so its index is built and its
+    rankings computed once: a catalogue whose products have a title and nothing else (Home Depot)
+    makes ``bm25-text`` identical to ``bm25-title``, and each of them costs a pass over every query.
+    """
+
+    def __init__(self, ws: Workspace, entity_type: str, queries: Sequence[str], ids: Sequence[str],
+                 seed: int) -> None:
+        self.ws, self.entity_type, self.queries, self.ids, self.seed = ws, entity_type, queries, ids, seed
+        self._by_text: dict[tuple[str, ...], BM25Scorer] = {}
+
+    def get(self, name: str) -> Scorer | None:
+        """The scorer of baseline ``name``; ``None`` where it does not apply.
+
+        ``bm25-text+queries`` needs the engaged-queries table and is skipped without it; for
+        query candidates only ``bm25-text`` and ``random`` apply.
+        """
+        if name == "random":
+            return RandomScorer(len(self.ids), self.seed)
+        if self.entity_type == "query":
+            return BM25Scorer(self.queries, self.ids) if name == "bm25-text" else None
+        if name == "bm25-text+queries" and not self.ws.has(ENGAGED_QUERIES):
+            log.info("baseline %s skipped: %s is missing", name, self.ws.path(ENGAGED_QUERIES))
+            return None
+        texts = entity_texts(self.ws, self.entity_type, self.ids, name)
+        key = tuple(" ".join(t.split()) for t in texts)  # empty fields only add spaces, which BM25 ignores
+        if key in self._by_text:
+            log.info("baseline %s indexes the same text as another BM25 variant: scored once", name)
+        else:
+            self._by_text[key] = BM25Scorer(self.queries, texts)
+        return self._by_text[key]
+
+
 def baseline_scorer(
     ws: Workspace, name: str, entity_type: str, queries: Sequence[str], ids: Sequence[str], seed: int
 ) -> Scorer | None:
-    """The scorer of baseline ``name`` over candidates ``ids``; ``None`` where it does not apply.
-
-    ``bm25-text+queries`` needs the engaged-queries table and is skipped without it; for
-    query candidates only ``bm25-text`` and ``random`` apply.
-    """
-    if name == "random":
-        return RandomScorer(len(ids), seed)
-    if entity_type == "query":
-        return BM25Scorer(queries, ids) if name == "bm25-text" else None
-    if name == "bm25-text+queries" and not ws.has(ENGAGED_QUERIES):
-        log.info("baseline %s skipped: %s is missing", name, ws.path(ENGAGED_QUERIES))
-        return None
-    return BM25Scorer(queries, entity_texts(ws, entity_type, ids, name))
+    """The scorer of one baseline ``name`` over candidates ``ids`` (:meth:`BaselineScorers.get`)."""
+    return BaselineScorers(ws, entity_type, queries, ids, seed).get(name)

@@ -52,7 +52,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.errors import OmniError
-from omnisearchsage.evaluation.baselines import baseline_scorer
+from omnisearchsage.evaluation.baselines import BaselineScorers
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.metrics import rank_metric_exprs
 from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE2, TABLE6
@@ -369,14 +369,21 @@ class Evaluation:
             work.append((task, MODEL))
             if not task.startswith("compat-"):
                 work.extend((task, b) for b in cfg.baselines)
+        baselines = {task: BaselineScorers(self.ws, data.entity_type, data.queries, data.ids, cfg.seed)
+                     for task, data in self.tasks.items()}
+        # BM25 variants over the same text share a scorer: rank it once (the scorer is kept with its
+        # ranking, so its id cannot be reused by a later object while the loop runs).
+        ranked_by_scorer: dict[int, tuple[Any, Any]] = {}
         with progress_bar(len(work), "eval", "set") as bar:
             for task, system in work:
                 data = self.tasks[task]
                 t0 = time.perf_counter()
                 scorer = (self.model_scorer(data, self.candidate_emb[task]) if system == MODEL else
-                          baseline_scorer(self.ws, system, data.entity_type, data.queries, data.ids, cfg.seed))
+                          baselines[task].get(system))
                 if scorer is not None:
-                    ranked = rank_task(data, scorer, cfg)
+                    if id(scorer) not in ranked_by_scorer:
+                        ranked_by_scorer[id(scorer)] = (scorer, rank_task(data, scorer, cfg))
+                    ranked = ranked_by_scorer[id(scorer)][1]
                     self.ranked[(system, task)] = ranked
                     rows.extend({"system": system, "task": task, **r} for r in summarise(ranked, cfg))
                     curves.setdefault(system, {})[task] = recall_curve(ranked, cfg.curve_ks)

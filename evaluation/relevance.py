@@ -31,7 +31,7 @@ import polars as pl
 from omnisearchsage.atomic import atomic_path
 from omnisearchsage.contract import RELEVANCE_LABELS, Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.evaluation.baselines import baseline_scorer
+from omnisearchsage.evaluation.baselines import BaselineScorers
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, Evaluation, legacy_candidates
 from omnisearchsage.evaluation.metrics import bootstrap_ci, ndcg_at_k, query_recall_at_k
@@ -151,8 +151,9 @@ def _systems(ev: Evaluation, queries: list[str], ids: np.ndarray, emb: np.ndarra
         from omnisearchsage.text_encoders import encode_texts
 
         systems[ZERO_SHOT] = EmbeddingScorer(encode_texts(Path(model_path), queries), legacy[1])
+    baselines = BaselineScorers(ev.ws, "product", queries, ids, ev.cfg.seed)
     for name in ev.cfg.baselines:
-        scorer = baseline_scorer(ev.ws, name, "product", queries, ids, ev.cfg.seed)
+        scorer = baselines.get(name)
         if scorer is not None:
             systems[name] = scorer
     return systems
@@ -166,7 +167,11 @@ def evaluate_relevance(ev: Evaluation) -> dict[str, Any]:
     ids, emb = ev.model.entities["product"]
     labels, queries, _ = test_labels(ev.ws, ids)
     meta = relevance_meta(ev.ws)
-    systems = {name: score_system(s, labels, len(queries), ev.cfg) for name, s in _systems(ev, queries, ids, emb).items()}
+    systems, scored = {}, {}  # one scoring per distinct scorer (BM25 variants over the same text share one)
+    for name, scorer in _systems(ev, queries, ids, emb).items():
+        if id(scorer) not in scored:
+            scored[id(scorer)] = score_system(scorer, labels, len(queries), ev.cfg)
+        systems[name] = scored[id(scorer)]
     return {
         "dataset": meta.get("dataset"),
         "test_queries": len(queries),

@@ -58,7 +58,7 @@ def held_out_queries(queries: list[str], share: float) -> list[str]:
 
     Picked by an MD5 of the lower-cased text (salted, so never the test split's rule): the same queries
     every run and on every machine, and a query's case variants fall on the same side.
-    ``bench/lexical_idf_offset.py`` scores them in place; ``bench/holdout_split.py`` writes them out as
+    ``bench/lexical_channel.py`` scores them in place; ``bench/holdout_split.py`` writes them out as
     the test file of a validation workspace.
     """
     cut = int(share * 1000)

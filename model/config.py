@@ -39,8 +39,9 @@ class ModelConfig:
     #: query tower's body (the n-gram MLP's last hidden layer, the transformer's pooled output), as
     #: wide as the legacy embeddings. Without it they score the first legacy-width dims of the main
     #: output, which the main tasks and the Matryoshka prefixes pull towards the entity tower's space
-    #: (README, *Ablations*, Table 6, has the comparison).
-    compat_head: bool = True
+    #: (README, *Ablations*, Table 6, has the comparison). None: on, except for a model anchored on its
+    #: legacy embeddings' encoder (``trainer.anchor``), whose compat space is its own starting space.
+    compat_head: bool | None = None
     #: Hidden widths of the compat head's own MLP (empty: one linear map).
     compat_hidden: tuple[int, ...] = ()
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
@@ -84,6 +85,11 @@ class ModelConfig:
     lexical_buckets: int | None = None
     #: Entity text fields the lexical channel reads (queries: the whole query).
     lexical_fields: tuple[str, ...] = ("title",)
+    #: Token kinds of the features the lexical channel reads, each with its out-of-vocabulary hashes:
+    #: "unigram", "bigram", "char_trigram" (``features.featurizer``'s id space). Character trigrams
+    #: match misspelt and run-together words ("vynil", "anglebracket") that whole words miss; chosen on
+    #: held-out *training* queries (README, *Real data*).
+    lexical_tokens: tuple[str, ...] = ("unigram", "char_trigram")
     #: Initial scale of the lexical channel against the unit dense part (learned; CrowdFlower's best
     #: untrained value of 0.5 / 0.7 / 1.0 is 0.7).
     lexical_beta: float = 0.7

@@ -133,3 +133,20 @@ def test_compat_sets_score_the_models_compat_vectors(tiny_ws):
     assert np.allclose(scorer.queries.numpy(), expected, atol=1e-6)
     main = ev.model_scorer(ev.tasks["query-pin"], ev.candidate_emb["query-pin"])
     assert main.queries.shape[1] == DIM  # the main sets keep the main embedding
+
+
+def test_ann_check_builds_the_served_index_by_default_and_each_named_library_on_request(tiny_ws):
+    """``auto`` reports the one index ``omni serve --index auto`` builds (each HNSW build is a pass over the
+    catalogue); naming libraries reports each installed one once."""
+    from omnisearchsage.evaluation.ann_eval import AnnRecall
+    from omnisearchsage.search.ann import resolve_backend
+
+    served = resolve_backend("auto")
+    results, _ = evaluate(tiny_ws, fake_model(tiny_ws), EvalConfig(baselines=()), [AnnRecall()])
+    rows = results["ann"]
+    assert {r["library"] for r in rows} == ({served} if served != "exact" else set())
+    assert all(0.0 <= r["recall_vs_exact@10"] <= 1.0 for r in rows)
+    both, _ = evaluate(tiny_ws, fake_model(tiny_ws), EvalConfig(baselines=(), ann=("faiss", "usearch", "auto")),
+                       [AnnRecall()])
+    libs = [r["library"] for r in both["ann"] if r["entity_type"] == "pin"]
+    assert sorted(libs) == ["faiss", "usearch"]  # the test extra installs both; auto is one of them

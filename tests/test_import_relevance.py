@@ -144,3 +144,29 @@ def test_test_queries_that_normalise_alike_stay_separate_queries_with_their_own_
     top = pl.read_csv(write_topk(Evaluation(ws, model_, cfg), tmp_path / "top.csv"))
     assert top.group_by("query").len()["len"].to_list() == [12] * 4
     assert set(top["query"]) == {"red shoes", "Red Shoes", "blue hat", "straw hat"}
+
+
+def test_bm25_variants_over_the_same_text_are_indexed_and_scored_once(tmp_path, monkeypatch):
+    """Titles only (no description, no brand): bm25-text indexes the very text bm25-title does, so both
+    rows come from one BM25 index and one ranking, in the relevance metrics and the held-out sets."""
+    import omnisearchsage.evaluation.baselines as baselines
+
+    built = []
+    real = baselines.BM25Scorer
+
+    class Counting(real):
+        def __init__(self, queries, documents):
+            built.append(len(documents))
+            super().__init__(queries, documents)
+
+    monkeypatch.setattr(baselines, "BM25Scorer", Counting)
+    import_relevance(*write_set(tmp_path / "cf"), tmp_path / "ws", NO_EMBED)
+    ws = Workspace(tmp_path / "ws")
+    cfg = EvalConfig(ann=(), baselines=("bm25-title", "bm25-text"), bootstrap_samples=50)
+    results, _ = evaluate(ws, constant_model([f"p{i:02d}" for i in range(1, 13)]), cfg, [RelevanceMetrics()])
+    systems = results["relevance"]["systems"]
+    assert systems["bm25-text"] == systems["bm25-title"] and systems["bm25-title"]["pair_recall@10"] == 1.0
+    assert len(built) == 2  # one index for the relevance metrics, one for the held-out query-product set
+    rows = {r["system"]: r for r in results["rows"] if r["task"] == "query-product"}
+    assert {k: v for k, v in rows["bm25-text"].items() if k != "system"} == \
+        {k: v for k, v in rows["bm25-title"].items() if k != "system"}

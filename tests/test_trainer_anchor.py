@@ -83,9 +83,28 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
     q = load_query_encoder(export).encode(texts)[:, :32]
     zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(q / np.linalg.norm(q, axis=1, keepdims=True), zero_shot, atol=1e-4)
-    # The compat output has its own head, an identity-initialised residual too: it starts in the legacy
-    # space, the encoder's zero-shot vectors.
-    np.testing.assert_allclose(load_query_encoder(export).encode_compat(texts), zero_shot, atol=1e-4)
+    # An anchored model has no compat head by default: its compat vectors are the main output, whose
+    # legacy-width prefix the legacy index is scored with.
+    assert (model["compat_head"], saved["config"]["compat_shared_pairs"]) == (False, False)
+    compat = load_query_encoder(export).encode_compat(texts)
+    np.testing.assert_array_equal(compat, load_query_encoder(export).encode(texts))
+
+
+def test_an_anchored_compat_head_on_request_starts_as_the_encoders_zero_shot_vectors(anchored_ws):
+    """--compat-head on an anchored model: an identity-initialised residual like its main head, so the
+    compat output starts in the legacy space (the encoder's zero-shot vectors); an n-gram run gets a head
+    by default."""
+    from sentence_transformers import SentenceTransformer
+
+    ws, encoder = anchored_ws
+    cfg = replace(FROZEN, model=replace(FROZEN.model, compat_head=True), compat_shared_pairs=True)
+    train(ws, cfg, "anchored-head")
+    saved = read_run_config(ws.run_dir("anchored-head"))["config"]
+    assert (saved["model"]["compat_head"], saved["compat_shared_pairs"]) == (True, True)
+    texts = ["red shoes", "blue hat", "wool scarf"]
+    zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
+    compat = load_query_encoder(export_run(ws, "anchored-head")).encode_compat(texts)
+    np.testing.assert_allclose(compat, zero_shot, atol=1e-4)
 
 
 def test_auto_without_a_usable_record_is_the_ngram_tower(anchored_ws, tiny_ws_copy: Workspace):
@@ -149,3 +168,17 @@ def test_lexical_weights_start_at_idf_plus_the_offset(anchored_ws):
     plain, offset = weights("idf-plain", 0.0), weights("idf-offset", 3.0)
     torch.testing.assert_close(offset - plain, torch.full_like(plain, 3.0))
     assert plain.min() >= 0 and plain.max() > plain.min()  # idf: a spread of weights, none negative
+
+
+def test_lexical_tokens_pick_the_channel_id_ranges_and_unknown_kinds_fail(anchored_ws):
+    from omnisearchsage.features.featurizer import Featurizer
+    from omnisearchsage.trainer.loop import lexical_ranges
+
+    ws, _ = anchored_ws
+    featurizer = Featurizer.load(ws.features)
+    space = featurizer.id_space
+    assert lexical_ranges(featurizer, ("unigram",)) == tuple(tuple(space[k]) for k in ("unigram", "oov_unigram"))
+    both = lexical_ranges(featurizer, ("unigram", "bigram"))
+    assert both == tuple(tuple(space[k]) for k in ("unigram", "oov_unigram", "bigram", "oov_bigram"))
+    with pytest.raises(OmniError, match="word4"):
+        lexical_ranges(featurizer, ("unigram", "word4"))

@@ -11,17 +11,24 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.nn import functional as F
 
 from omnisearchsage.contract import PRODUCTS
 from omnisearchsage.errors import OmniError
 from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.io import load_embeddings, load_entity_encoder
 from omnisearchsage.model.towers import TransformerQueryTower
-from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.config import HardNegativeConfig, TrainConfig
 from omnisearchsage.trainer.export import embed_catalogue, export_run
 from omnisearchsage.trainer.fine_tune import fine_tune_scale
-from omnisearchsage.trainer.loop import checkpoints, read_run_config, train
-from omnisearchsage.trainer.siamese import LowerStates, no_duplicate_batches
+from omnisearchsage.trainer.loop import checkpoints, read_run_config, read_summary, train
+from omnisearchsage.trainer.loss import pair_key
+from omnisearchsage.trainer.siamese import (
+    LowerStates,
+    mine_stage_negatives,
+    no_duplicate_batches,
+    with_hard_negatives,
+)
 
 from .test_trainer_anchor import FROZEN, anchored_ws  # noqa: F401  (the fixture, requested by name)
 from .tiny_models import tiny_bert
@@ -115,3 +122,38 @@ def test_export_of_a_tuned_model_embeds_entities_from_text_as_serving_does(reque
     legacy = np.stack(products["legacy_embedding"].to_list())
     dense = emb[:, :32] / np.linalg.norm(emb[:, :32], axis=1, keepdims=True)
     assert np.abs(dense - legacy / np.linalg.norm(legacy, axis=1, keepdims=True)).max() > 1e-3  # it moved
+
+
+def test_stage_negatives_skip_positives_and_guarded_candidates():
+    """Query 10's nearest entities: 1 (scores above both its pairs' positives: probably an unlabelled
+    positive, guarded), 0 and 2 (its positives), then 3 and 4 (qualify, best first)."""
+    q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    e = F.normalize(torch.tensor([[1.0, 0.10], [1.0, 0.0], [1.0, 0.2], [1.0, 0.6], [1.0, 0.9],
+                                  [0.0, 1.0]]), dim=1)
+    cfg = HardNegativeConfig(candidates=6, relative_margin=0.001)
+    query_rows, cand_rows = np.array([10, 10, 11]), np.array([0, 2, 5])
+    hard = mine_stage_negatives(q, e, np.array([0, 0, 1]), query_rows, cand_rows, 2, cfg)
+    assert hard.tolist() == [[3, 4], [3, 4], [4, 3]]
+    loose = mine_stage_negatives(q, e, np.array([0, 0, 1]), query_rows, cand_rows, 2,
+                                 HardNegativeConfig(candidates=6, relative_margin=-1.0))  # no guard at all
+    assert loose[0].tolist() == [1, 3]
+
+
+def test_hard_negative_columns_are_masked_for_rows_they_are_positive_for():
+    logits = torch.zeros(3, 3)
+    hard = np.array([[7], [-1], [8]])  # row 1 has no negative: no column for it
+    positives = torch.sort(pair_key(torch.tensor([1, 2, 3, 3]), torch.tensor([0, 1, 2, 8]))).values
+    out = with_hard_negatives(logits, hard, np.random.default_rng(0), np.array([1, 2, 3]), positives,
+                              lambda rows: torch.ones(3, len(rows)))
+    assert out.shape == (3, 5)
+    assert torch.isinf(out[2, 4]) and torch.isfinite(out[:2, 3:]).all() and torch.isfinite(out[2, 3])
+
+
+def test_stage_with_hard_negatives_trains_and_reports_mining(request):
+    ws, _ = request.getfixturevalue("anchored_ws")
+    cfg = replace(FROZEN, steps=2, lr=1e-2, fine_tune_batch_size=4, pretrained_lr_scale=0.5,
+                  fine_tune_hard_negatives=2)
+    train(ws, cfg, "hard")
+    summary = read_summary(ws.run_dir("hard"))
+    assert summary["siamese"]["steps"] >= 1 and "mining_s" in summary["siamese"]
+    assert _body(ws, "hard") != {}

@@ -53,7 +53,7 @@ def test_mined_negatives_respect_the_guard_on_a_workspace(request):
     cfg = resolve_query_encoder(ws, replace(FROZEN, pretrained_lr_scale=0.0))
     featurizer = Featurizer.load(ws.features)
     data = load_training_data(ws, cfg, featurizer)
-    model = TwoTowerModel(cfg.model, model_spec(featurizer, data)).eval()
+    model = TwoTowerModel(cfg.model, model_spec(featurizer, data, cfg.model)).eval()
     tok = model.query.tokenize
     task = data.tasks["query-product"]
     hard_cfg = HardNegativeConfig(per_pair=3, candidates=8, relative_margin=0.2)

@@ -196,7 +196,7 @@ def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | 
     """The run's model and loss at its newest checkpoint (``run``) or at initialisation."""
     cfg = resolve_query_encoder(ws, cfg)
     torch.manual_seed(cfg.seed)
-    model = TwoTowerModel(cfg.model, model_spec(Featurizer.load(ws.features), data, cfg.model.compat_head))
+    model = TwoTowerModel(cfg.model, model_spec(Featurizer.load(ws.features), data, cfg.model))
     objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares))
     if run is not None:
         load_checkpoint(run, objective)
@@ -312,7 +312,7 @@ def test_export_from_before_the_compat_head_still_loads(ws: Workspace, trained: 
     # Its compat tasks scored the main output's prefix: the compat vectors are the main ones.
     assert np.array_equal(encoder.encode_compat(texts), encoder.encode(texts))
     # A config that asks for a head its weights lack: one line naming the weights file.
-    cfg["spec"]["compat_dim"] = 256
+    cfg["spec"]["compat_dim"], cfg["model"]["compat_head"] = 256, True
     (qdir / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(OmniError, match=r"model\.safetensors: weights do not match .*compat\.0\.bias"):
         load_query_encoder(old)

@@ -75,7 +75,8 @@ class TrainConfig:
     #: The compat tasks also score the pairs query-pin / query-product draw each step (against the
     #: engaged entity's frozen legacy embedding, where it has one), as the paper's compat tasks score
     #: the pin / product batches: more compat pairs per step at the cost of query-tower passes only.
-    compat_shared_pairs: bool = True
+    #: None: on, except for an anchored model (as ``ModelConfig.compat_head``).
+    compat_shared_pairs: bool | None = None
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after about 1.3 epochs of
     #: its pairs, well before the last step.
     steps: int = 600
@@ -109,6 +110,9 @@ class TrainConfig:
     fine_tune_batch_size: int = 64
     #: The siamese stage's logit scale on cosines (MultipleNegativesRankingLoss's default: 20).
     fine_tune_logit_scale: float = 20.0
+    #: Mined hard negatives per siamese pair, drawn one per step (0: in-batch negatives only; the miner's
+    #: candidates and false-negative margin are ``hard``'s).
+    fine_tune_hard_negatives: int = 0
     #: Run the siamese stage's encoder passes in bf16 autocast where the device has native bf16 (a CPU
     #: with AVX512-BF16 or AMX, a bf16 GPU; ``text_encoders.bf16_autocast``), float32 elsewhere or if False.
     fine_tune_bf16: bool = True
@@ -164,6 +168,8 @@ class TrainConfig:
             raise OmniError("entity_mlp off needs anchor_kind (the entity tower would have no dense output)")
         if (self.pretrained_lr_scale or 0) < 0 or self.anchor_lr_scale < 0 or self.fine_tune_lr_scale < 0:
             raise OmniError("pretrained_lr_scale, fine_tune_lr_scale and anchor_lr_scale must be >= 0")
+        if self.fine_tune_hard_negatives < 0:
+            raise OmniError(f"fine_tune_hard_negatives {self.fine_tune_hard_negatives}: must be >= 0")
         if self.fine_tune_layers is not None and self.fine_tune_layers < 1:
             raise OmniError(f"fine_tune_layers {self.fine_tune_layers}: must be >= 1 (or None: every layer)")
         if self.fine_tune_epochs <= 0 or self.fine_tune_batch_size < 2 or self.fine_tune_logit_scale <= 0:

@@ -55,6 +55,7 @@ from omnisearchsage.atomic import atomic_path, sweep_stale, write_json
 from omnisearchsage.contract import FEATURE_PINS, FEATURE_PRODUCTS, RunLayout, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.featurizer import Featurizer
+from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.towers import ModelSpec, TransformerQueryTower, TwoTowerModel
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
@@ -158,7 +159,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     data = load_training_data(ws, cfg, featurizer)
     if not resume:
         cfg = resolve_fine_tuning(limit_steps(cfg, data), data)
-    spec = model_spec(featurizer, data, cfg.model.compat_head)
+    spec = model_spec(featurizer, data, cfg.model)
 
     # ---- model, loss, optimizer
     torch.manual_seed(cfg.seed)
@@ -347,13 +348,22 @@ def read_text_vectors(run: RunLayout, keys: pl.Series) -> np.ndarray:
     return vectors[rows.to_numpy()]
 
 
-def model_spec(featurizer: Featurizer, data: TrainingData, compat_head: bool = True) -> ModelSpec:
-    """What the features and the data decide about the model (the lexical channel reads unigrams; the
-    compat head, when ``compat_head`` and a compat task has data, is as wide as its widest legacy embedding)."""
-    ranges = tuple((int(a), int(b)) for a, b in (featurizer.id_space[k] for k in ("unigram", "oov_unigram")))
+def lexical_ranges(featurizer: Featurizer, tokens: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """The id ranges of the lexical channel's token kinds, each with its out-of-vocabulary hashes."""
+    unknown = [t for t in tokens if t not in featurizer.id_space or f"oov_{t}" not in featurizer.id_space]
+    if unknown:
+        raise OmniError(f"lexical tokens {unknown}: the features have "
+                        f"{sorted(k for k in featurizer.id_space if not k.startswith('oov_'))}")
+    kinds = [k for t in tokens for k in (t, f"oov_{t}")]
+    return tuple((int(a), int(b)) for a, b in (featurizer.id_space[k] for k in kinds))
+
+
+def model_spec(featurizer: Featurizer, data: TrainingData, cfg: ModelConfig) -> ModelSpec:
+    """What the features and the data decide about the model: the lexical channel's id ranges, and the
+    compat head's width when ``cfg.compat_head`` and a compat task has data (its widest legacy embedding)."""
     legacy = [data.catalogues[t.candidate].legacy_dim for t in data.tasks.values() if t.frozen]
-    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, ranges,
-                     max(legacy) if compat_head and legacy else 0)
+    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, lexical_ranges(featurizer, cfg.lexical_tokens),
+                     max(legacy) if cfg.compat_head and legacy else 0)
 
 
 def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:

@@ -20,6 +20,12 @@ This stage runs that recipe inside the trainer, on the run's own pairs:
 * every pass of the body (the lower layers once, each step's top layers, the final vectors) runs in
   bf16 autocast where the hardware has native bf16 (``text_encoders.bf16_autocast``; ``fine_tune_bf16``),
   the loss and the optimizer in float32;
+* with ``fine_tune_hard_negatives`` > 0, each pair also brings one mined hard negative, sentence-
+  transformers' ``mine_hard_negatives`` + MNRL recipe: before the first step the untuned body ranks the
+  catalogue for every training query, and each pair keeps its query's best-scoring entities that are not
+  its positives and pass the false-negative guard (``hard_negatives.select_hard_negatives``, the loop's
+  rule and ``cfg.hard``'s candidates and margin); a step draws one of them per pair, and they join every
+  row's candidates (a column that is a known positive of a row is masked for that row);
 * then the body is frozen; the stage returns the tuned body's vector of every catalogue entity of
   that kind, which the entity tower reads in its anchor slot from then on (``ModelConfig.entity_text``)
   and which the export writes as it is.
@@ -44,8 +50,10 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.model.towers import TransformerQueryTower
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.text_encoders import bf16_autocast
-from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.config import HardNegativeConfig, TrainConfig
 from omnisearchsage.trainer.data import TrainingData
+from omnisearchsage.trainer.hard_negatives import SCORE_CHUNK, select_hard_negatives
+from omnisearchsage.trainer.loss import pair_key
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +124,46 @@ def no_duplicate_batches(queries: np.ndarray, entities: np.ndarray, size: int, s
     return out[: max(1, round(per_epoch * epochs))]
 
 
+def mine_stage_negatives(queries: torch.Tensor, entities: torch.Tensor, vector_rows: np.ndarray,
+                         query_rows: np.ndarray, cand_rows: np.ndarray, per_pair: int,
+                         cfg: HardNegativeConfig) -> np.ndarray:
+    """Hard negatives of every pair from the untuned body's vectors: int64 [pairs, per_pair] entity
+    rows, -1 where fewer qualify. ``queries`` [distinct training queries, hidden] and ``entities``
+    [catalogue, hidden] are L2-normalised; pair i is (``query_rows[i]``, ``cand_rows[i]``) and its
+    query's vector is ``queries[vector_rows[i]]``."""
+    k = min(cfg.candidates, len(entities))
+    top_scores, top_rows = [], []
+    for start in range(0, len(queries), SCORE_CHUNK):
+        scores, rows = (queries[start : start + SCORE_CHUNK] @ entities.T).topk(k, dim=1)
+        top_scores.append(scores)
+        top_rows.append(rows)
+    scores, rows = torch.cat(top_scores).numpy(), torch.cat(top_rows).numpy().astype(np.int64)
+    pos_scores = (queries[torch.from_numpy(vector_rows)] * entities[torch.from_numpy(cand_rows)]).sum(1).numpy()
+    positives = np.sort(pair_key(torch.from_numpy(query_rows), torch.from_numpy(cand_rows)).numpy())
+    return select_hard_negatives(query_rows, pos_scores, rows[vector_rows], scores[vector_rows], positives,
+                                 HardNegativeConfig(per_pair=per_pair, candidates=k,
+                                                    relative_margin=cfg.relative_margin))
+
+
+def with_hard_negatives(logits: torch.Tensor, hard: np.ndarray, draw: np.random.Generator,
+                        query_rows: np.ndarray, positives: torch.Tensor,
+                        score: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+    """``logits`` [rows, rows] with one more column per row that has a mined negative: one drawn among
+    the row's qualifying ones (``hard`` [rows, per_pair], -1 padded), scored against every row by
+    ``score(entity rows)``; a column that is a known positive of a row (``positives``: sorted
+    ``pair_key``) is masked for that row, as the in-batch negatives of the loop are."""
+    count = (hard >= 0).sum(1)
+    has = np.flatnonzero(count)
+    if not len(has):
+        return logits
+    picked = hard[has, (draw.random(len(has)) * count[has]).astype(np.int64)]
+    extra = score(picked)
+    keys = pair_key(torch.from_numpy(query_rows)[:, None], torch.from_numpy(picked)[None, :])
+    found = torch.searchsorted(positives, keys).clamp(max=len(positives) - 1)
+    extra = extra.masked_fill((positives[found] == keys).to(extra.device), float("-inf"))
+    return torch.cat([logits, extra], dim=1)
+
+
 @dataclass
 class SiameseResult:
     """The tuned body's float32 [rows, hidden] L2-normalised vectors of the catalogue's texts, and
@@ -161,6 +209,20 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
             upper = tower.pool_upper(hidden.to(device), mask.to(device), frozen)
         return F.normalize(upper.float(), dim=-1)
 
+    def vectors(states: LowerStates) -> torch.Tensor:
+        """Every text's pooled vector, dropout off, batched by length: float32 [texts, hidden] on the CPU."""
+        was_training = tower.transformer.training
+        tower.transformer.eval()
+        out = torch.empty(len(states.lengths), tower.transformer.config.hidden_size)
+        order = np.argsort(states.lengths.numpy(), kind="stable")
+        with torch.no_grad():
+            for start in range(0, len(order), batch_rows):
+                rows = order[start : start + batch_rows]
+                out[torch.from_numpy(rows)] = pooled(states, rows).cpu()
+        for layer in layers[frozen:]:
+            layer.train(was_training)
+        return out
+
     batch_rows = cfg.export_batch_size // 8  # rows of the lower layers' padded batches
     log.info("siamese stage: top %d of %d layers learn; lower layers once per text", top, len(layers))
     q_rows, e_rows = np.unique(task.query_rows), np.arange(len(texts))
@@ -171,6 +233,15 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     q_index = np.full(len(queries), -1, dtype=np.int64)  # catalogue row -> row of q_states
     q_index[q_rows] = np.arange(len(q_rows))
 
+    hard = None
+    if cfg.fine_tune_hard_negatives:
+        hard = mine_stage_negatives(vectors(q_states), vectors(e_states), q_index[task.query_rows],
+                                    task.query_rows, task.cand_rows, cfg.fine_tune_hard_negatives, cfg.hard)
+        log.info("siamese stage: %.1f hard negatives per pair after the guard",
+                 float((hard >= 0).sum(1).mean()))
+    positives = torch.sort(pair_key(torch.from_numpy(task.query_rows), torch.from_numpy(task.cand_rows))).values
+    draw = np.random.default_rng(cfg.seed + 1)
+    mining_s, clock = time.perf_counter() - clock, time.perf_counter()
     batches = no_duplicate_batches(task.query_rows, task.cand_rows, cfg.fine_tune_batch_size, cfg.seed,
                                    cfg.fine_tune_epochs)
     params = [p for p in tower.transformer.parameters() if p.requires_grad]
@@ -182,6 +253,9 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
             q = pooled(q_states, q_index[task.query_rows[pairs]])
             e = pooled(e_states, e_rows[task.cand_rows[pairs]])
             logits = cfg.fine_tune_logit_scale * q @ e.T
+            if hard is not None:
+                logits = with_hard_negatives(logits, hard[pairs], draw, task.query_rows[pairs], positives,
+                                             lambda rows: cfg.fine_tune_logit_scale * q @ pooled(e_states, rows).T)
             loss = F.cross_entropy(logits, torch.arange(len(pairs), device=device))
             if not torch.isfinite(loss):
                 raise OmniError(f"siamese stage loss became {loss.item()} at step {step + 1}; lower --lr or "
@@ -198,13 +272,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     pairs_seen = sum(len(b) for b in batches)
     log.info("siamese stage: %d steps, %.0f pairs/s; the body is frozen from here on", len(batches),
              pairs_seen / steps_s)
-    out = np.empty((len(texts), tower.transformer.config.hidden_size), dtype=np.float32)
-    order = np.argsort(e_states.lengths.numpy(), kind="stable")
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_rows):
-            rows = order[start : start + batch_rows]
-            out[rows] = pooled(e_states, rows).float().cpu().numpy()
+    out = vectors(e_states).numpy()
     tower.to(home)
-    timings = {"lower_layers_s": lower_s, "steps": len(batches), "steps_s": steps_s,
+    timings = {"lower_layers_s": lower_s, "mining_s": mining_s, "steps": len(batches), "steps_s": steps_s,
                "pairs_per_s": pairs_seen / steps_s, "vectors_s": time.perf_counter() - clock}
     return SiameseResult(out, {k: round(v, 2) for k, v in timings.items()})

@@ -1,14 +1,17 @@
-"""The lexical channel's idf offset, chosen on held-out *training* queries of a relevance workspace.
+"""The lexical channel's settings, chosen on held-out *training* queries of a relevance workspace.
 
-    python bench/lexical_idf_offset.py WS [--offsets 0,1,2,3,5] [--buckets 1024] [--share 0.2]
+    python bench/lexical_channel.py WS [--offsets 0,1,2,3,5] [--buckets 1024] [--tokens unigram]
+                                       [--share 0.2]
 
 WS: a workspace imported with ``omni import relevance`` (MiniLM legacy embeddings) and ``omni features
-build``. For a share of its training queries (picked by a hash of the query, so the same ones every
-run; the test queries are never read), it scores the anchored model as it starts, for each offset:
-the importer's MiniLM product embeddings and MiniLM query embeddings (the dense part) beside the
-``LexicalChannel`` module itself (``ModelConfig`` defaults: buckets, beta, seed; token weights
-``idf + offset``), i.e. ``cos(dense) + beta^2 cos(lexical)``, with ``omni eval``'s relevance metrics.
-The baseline is offset 0 (plain idf), measured in the same run.
+build``. For a share of its training queries (``importers.relevance.held_out_queries``: the same ones
+every run; the test queries are never read), it scores the anchored model as it starts, for every
+combination of token weights ``idf + offset``, bucket count and token kinds (``--tokens`` takes
+``;``-separated sets such as ``unigram;unigram,bigram``): the importer's MiniLM product embeddings and
+MiniLM query embeddings (the dense part) beside the ``LexicalChannel`` module itself (``ModelConfig``
+beta and seed), i.e. ``cos(dense) + beta^2 cos(lexical)``, with ``omni eval``'s relevance metrics. The
+first combination is the baseline (by default: plain idf, 1,024 buckets, unigrams), measured in the
+same run.
 """
 from __future__ import annotations
 
@@ -29,10 +32,10 @@ from omnisearchsage.importers.relevance import held_out_queries
 from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.model.lexical import LexicalChannel, bag_rows
-from omnisearchsage.model.towers import ModelSpec
 from omnisearchsage.text_encoders import encode_texts, resolve_embed_model
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_entity_catalogue, load_training_data
+from omnisearchsage.trainer.loop import lexical_ranges
 
 
 def channel_vectors(channel: LexicalChannel, bags: TokenBags, batch: int = 8192) -> np.ndarray:
@@ -51,7 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--offsets", default="0,1,2,3,5")
-    ap.add_argument("--buckets", type=int, default=1024)
+    ap.add_argument("--buckets", default="1024", help="comma-separated bucket counts")
+    ap.add_argument("--tokens", default="unigram", help="';'-separated token-kind sets, e.g. unigram;unigram,bigram")
     ap.add_argument("--share", type=float, default=0.2, help="share of the training queries held out")
     args = ap.parse_args()
     ws, cfg, model_cfg = Workspace(args.workspace), EvalConfig(), ModelConfig()
@@ -70,20 +74,20 @@ def main() -> None:
     encoder = resolve_embed_model(relevance_meta(ws).get("legacy_model_path") or "auto")
     dense_q, dense_p = encode_texts(encoder, queries), cat.legacy
     q_bags = TokenBags.from_offsets(*featurizer.encode(queries))
-    ranges = tuple(featurizer.id_space[k] for k in ("unigram", "oov_unigram"))
-    spec = ModelSpec(featurizer.num_ids, ("title",), {}, ranges)
     print(f"{args.workspace}: {len(queries):,} held-out training queries, {int(held['positive'].sum()):,} positive "
-          f"pairs, {len(ids):,} products; MiniLM + lexical channel ({args.buckets} buckets, beta "
-          f"{model_cfg.lexical_beta}) as the anchored model starts")
-    for offset in (float(x) for x in args.offsets.split(",")):
-        idf = data.lexical_idf(("title",), offset)
-        channel = LexicalChannel(spec.num_ids, args.buckets, spec.lexical_ranges, model_cfg.lexical_beta,
-                                 model_cfg.hash_seed + 2, idf)
+          f"pairs, {len(ids):,} products; MiniLM + lexical channel (beta {model_cfg.lexical_beta}) as the "
+          "anchored model starts; the first line is the baseline")
+    grid = [(tuple(t.split(",")), int(b), float(o)) for t in args.tokens.split(";")
+            for b in args.buckets.split(",") for o in args.offsets.split(",")]
+    for tokens, buckets, offset in grid:
+        ranges = lexical_ranges(featurizer, tokens)
+        channel = LexicalChannel(featurizer.num_ids, buckets, ranges, model_cfg.lexical_beta,
+                                 model_cfg.hash_seed + 2, data.lexical_idf(("title",), offset))
         q = np.hstack([dense_q, channel_vectors(channel, q_bags)])
         p = np.hstack([dense_p, channel_vectors(channel, cat.bags)])
         m = score_system(EmbeddingScorer(q.astype(np.float32), p.astype(np.float32)), held, len(queries), cfg)
         lo, hi = m["pair_recall@10_ci"]
-        print(f"idf + {offset:g}{' (baseline: plain idf)' if offset == 0 else ''}: pair R@10 "
+        print(f"{'+'.join(tokens)}, {buckets} buckets, idf + {offset:g}: pair R@10 "
               f"{m['pair_recall@10']:.4f} [{lo:.3f}-{hi:.3f}]  pair R@100 {m['pair_recall@100']:.4f}  "
               f"nDCG@10 {m['ndcg@10']:.4f}", flush=True)
 
