@@ -53,6 +53,11 @@ def train_cmd(
     lexical_fields: Annotated[str, typer.Option(
         help="Comma-separated entity text fields the lexical channel reads (e.g. title,engaged_queries after "
              "`omni enrich queries`).")] = ",".join(_M.lexical_fields),
+    compat_head: Annotated[bool | None, typer.Option(
+        "--compat-head/--no-compat-head",
+        help="Give the compat tasks their own query output (and let them score the retrieval pairs of each "
+             "step); default: on, except for a model anchored on its legacy embeddings' encoder.",
+        show_default=False)] = _M.compat_head,
     lexical_tokens: Annotated[str, typer.Option(
         help="Comma-separated token kinds the lexical channel reads: unigram, bigram, char_trigram.")]
     = ",".join(_M.lexical_tokens),
@@ -107,12 +112,13 @@ def train_cmd(
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
-                    lexical_tokens=_names(lexical_tokens))
+                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head)
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,
                   fine_tune_epochs=fine_tune_epochs, fine_tune_layers=fine_tune_layers or None, fine_tune_bf16=bf16,
-                  fine_tune_hard_negatives=fine_tune_hard_negatives, fine_tune_batch_size=fine_tune_batch_size,
+                  fine_tune_hard_negatives=fine_tune_hard_negatives, compat_shared_pairs=compat_head,
+                  fine_tune_batch_size=fine_tune_batch_size,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives))
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)

@@ -16,7 +16,8 @@ query-pin       query embedding vs pin embeddings of the export
 query-product   query embedding vs product embeddings
 query-query     query embedding vs embeddings of related queries (the export's
                 query index, plus test-window related queries it lacks, encoded)
-compat-pin      the query embedding's first ``legacy_dim`` dims vs the frozen legacy
+compat-pin      the query's compat vector (the compat head's output; the main embedding
+                for a model without one), first ``legacy_dim`` dims, vs the frozen legacy
                 pin embeddings of ``raw/pins.parquet`` (pins that have one)
 compat-product  the same against legacy product embeddings
 =============== ==================================================================
@@ -81,10 +82,11 @@ class EmbeddingModel:
     """What evaluation needs of a trained model: a query encoder and entity embeddings.
 
     ``entities`` maps an entity type to ``(ids, embeddings)`` with ids sorted ascending
-    (the catalogue order ties are broken by). ``legacy_dims`` maps pin / product to the
-    prefix of the query embedding that scores against that type's legacy embeddings;
-    ``tasks`` are the tasks the model was trained on (``None``: unknown, assume all), so a
-    compatibility prefix is only evaluated where it was trained.
+    (the catalogue order ties are broken by). ``encode_compat`` gives the query vectors the compat
+    tasks trained (``None``: ``encode_queries``' own, the arrangement before the compat head);
+    ``legacy_dims`` maps pin / product to the prefix of that vector that scores against that type's
+    legacy embeddings; ``tasks`` are the tasks the model was trained on (``None``: unknown, assume
+    all), so a compatibility prefix is only evaluated where it was trained.
     """
 
     version: str
@@ -92,6 +94,7 @@ class EmbeddingModel:
     entities: dict[str, tuple[np.ndarray, np.ndarray]]
     legacy_dims: dict[str, int] = field(default_factory=dict)
     tasks: tuple[str, ...] | None = None
+    encode_compat: Callable[[Sequence[str]], np.ndarray] | None = None
 
     def compat_dim(self, entity_type: str) -> int | None:
         """Query prefix scored against ``entity_type``'s legacy embeddings, if that compat task was trained."""
@@ -112,7 +115,17 @@ class EmbeddingModel:
             k: manifest["legacy_dim"] for k in ("pin", "product") if manifest.get("legacy_dim")}
         tasks = manifest.get("tasks")
         return cls(str(manifest.get("model_version", encoder.version)), encoder.encode, entities,
-                   {k: int(v) for k, v in legacy_dims.items() if v}, None if tasks is None else tuple(tasks))
+                   {k: int(v) for k, v in legacy_dims.items() if v}, None if tasks is None else tuple(tasks),
+                   encoder.encode_compat)
+
+
+def _cached(cache: dict[str, np.ndarray], encode: Callable[[Sequence[str]], np.ndarray],
+            texts: Sequence[str]) -> np.ndarray:
+    """``encode(texts)`` stacked, each distinct text encoded once over the cache's lifetime."""
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    if missing:
+        cache.update(zip(missing, np.asarray(encode(missing), dtype=np.float32)))
+    return np.stack([cache[t] for t in texts]) if texts else np.empty((0, 0), np.float32)
 
 
 def sort_by_id(ids: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,16 +308,23 @@ class Evaluation:
         heldout = load_heldout(ws, self.split)
         self.heldout = pl.concat([heldout, relevance_pairs(ws, heldout)])
         self._query_emb: dict[str, np.ndarray] = {}
+        self._compat_emb: dict[str, np.ndarray] = {}
         self.ranked: dict[tuple[str, str], pl.DataFrame] = {}  # (system, task) -> ranked pairs
         self.tasks: dict[str, TaskData] = {}
         self.candidate_emb: dict[str, np.ndarray] = {}  # task -> the model's candidate embeddings
 
     def query_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Query-encoder output for ``texts``, encoded once per distinct text."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._query_emb]
-        if missing:
-            self._query_emb.update(zip(missing, np.asarray(self.model.encode_queries(missing), dtype=np.float32)))
-        return np.stack([self._query_emb[t] for t in texts]) if texts else np.empty((0, 0), np.float32)
+        return _cached(self._query_emb, self.model.encode_queries, texts)
+
+    def compat_embeddings(self, texts: Sequence[str], entity_type: str) -> np.ndarray:
+        """L2-normalised query vectors for ``entity_type``'s legacy index: the first ``compat_dim`` dims of
+        the model's compat vectors (its main embedding when it has no compat output)."""
+        if self.model.encode_compat is None:
+            q = self.query_embeddings(texts)
+        else:
+            q = _cached(self._compat_emb, self.model.encode_compat, texts)
+        return l2_normalize(q[:, : self.model.compat_dim(entity_type)])
 
     def candidates(self, task: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Candidate ids (ascending) and the model's embeddings for them; ``None``: task not evaluable."""
@@ -323,10 +343,9 @@ class Evaluation:
         return sort_by_id(np.concatenate([ids, np.asarray(extra, dtype=object)]), np.vstack(embs))
 
     def model_scorer(self, data: TaskData, cand_emb: np.ndarray) -> EmbeddingScorer:
-        q = self.query_embeddings(data.queries)
         if data.task.startswith("compat-"):
-            q = l2_normalize(q[:, : self.model.compat_dim(data.entity_type)])
-        return EmbeddingScorer(q, cand_emb)
+            return EmbeddingScorer(self.compat_embeddings(data.queries, data.entity_type), cand_emb)
+        return EmbeddingScorer(self.query_embeddings(data.queries), cand_emb)
 
     def run(self) -> dict[str, Any]:
         """Rank every task's pairs for the model and each baseline; the results dict (see module doc)."""

@@ -36,7 +36,7 @@ from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, Evaluation, legacy_candidates
 from omnisearchsage.evaluation.metrics import bootstrap_ci, ndcg_at_k, query_recall_at_k
 from omnisearchsage.evaluation.paper import RELEVANCE_REFERENCES
-from omnisearchsage.evaluation.scoring import EmbeddingScorer, Scorer, l2_normalize, rank_pairs, topk_lists
+from omnisearchsage.evaluation.scoring import EmbeddingScorer, Scorer, rank_pairs, topk_lists
 from omnisearchsage.features.text import normalize
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _systems(ev: Evaluation, queries: list[str], ids: np.ndarray, emb: np.ndarra
     legacy_ok = legacy is not None and len(legacy[0]) == len(ids) and bool(np.all(legacy[0] == ids))
     compat_dim = ev.model.compat_dim("product")
     if legacy_ok and compat_dim:
-        systems[COMPAT] = EmbeddingScorer(l2_normalize(q[:, :compat_dim]), legacy[1])
+        systems[COMPAT] = EmbeddingScorer(ev.compat_embeddings(queries, "product"), legacy[1])
     model_path = relevance_meta(ev.ws).get("legacy_model_path")
     if legacy_ok and model_path and Path(model_path).exists():
         from omnisearchsage.text_encoders import encode_texts

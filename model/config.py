@@ -35,6 +35,15 @@ class ModelConfig:
     entity_hidden: tuple[int, ...] = (512,)
     #: Hidden widths of the n-gram query tower's MLP.
     query_hidden: tuple[int, ...] = (512,)
+    #: Give the compat tasks (query vs the frozen legacy embeddings) their own output: a head on the
+    #: query tower's body (the n-gram MLP's last hidden layer, the transformer's pooled output), as
+    #: wide as the legacy embeddings. Without it they score the first legacy-width dims of the main
+    #: output, which the main tasks and the Matryoshka prefixes pull towards the entity tower's space
+    #: (README, *Ablations*, Table 6, has the comparison). None: on, except for a model anchored on its
+    #: legacy embeddings' encoder (``trainer.anchor``), whose compat space is its own starting space.
+    compat_head: bool | None = None
+    #: Hidden widths of the compat head's own MLP (empty: one linear map).
+    compat_hidden: tuple[int, ...] = ()
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).

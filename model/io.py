@@ -49,11 +49,18 @@ _L = ExportLayout
 
 # ---------------------------------------------------------------------------- loaded encoders
 class QueryEncoder:
-    """Query text -> float32 [n, dim] L2-normalised embeddings (normalises the text itself)."""
+    """Query text -> float32 [n, dim] L2-normalised embeddings (normalises the text itself).
+
+    :meth:`encode_compat` gives the vectors the compat tasks trained against the frozen legacy
+    embeddings (their first legacy-width dims score a legacy index): the tower's compat head, or for a
+    model without one (exported before it, or trained with ``compat_head`` off) the main output.
+    """
 
     def __init__(self, tower: QueryTower, featurizer: Featurizer, version: str, batch_size: int) -> None:
         self.tower, self.featurizer, self.version, self.batch_size = tower.eval(), featurizer, version, batch_size
         self.dim = tower.out_dim
+        #: Width of :meth:`encode_compat`'s vectors.
+        self.compat_dim = tower.compat_dim or tower.out_dim
 
     def __repr__(self) -> str:
         return f"QueryEncoder(version={self.version!r}, dim={self.dim}, tower={type(self.tower).__name__})"
@@ -65,10 +72,17 @@ class QueryEncoder:
         """float32 [len(texts), dim] embeddings of raw query texts (normalised here, once)."""
         return self.encode_normalized([normalize(t) for t in texts])
 
+    def encode_compat(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [len(texts), compat_dim] compat vectors of raw query texts (L2-normalised; a legacy
+        index of width w is scored with the first w dims, re-normalised)."""
+        return self.encode_normalized([normalize(t) for t in texts], compat=True)
+
     @torch.inference_mode()
-    def encode_normalized(self, texts: Sequence[str]) -> np.ndarray:
-        """:meth:`encode` for texts already passed through :meth:`normalize`."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+    def encode_normalized(self, texts: Sequence[str], compat: bool = False) -> np.ndarray:
+        """:meth:`encode` (or with ``compat`` :meth:`encode_compat`) for texts already passed through
+        :meth:`normalize`."""
+        head = compat and self.tower.compat is not None
+        out = np.empty((len(texts), self.compat_dim if compat else self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             # The n-gram tower's and the lexical channel's input.
@@ -76,7 +90,7 @@ class QueryEncoder:
             inputs = {"ids": torch.from_numpy(ids), "offsets": torch.from_numpy(offsets)}
             if isinstance(self.tower, TransformerQueryTower):
                 inputs |= self.tower.tokenize(chunk)
-            emb = self.tower(**inputs)
+            emb = self.tower.forward_with_compat(**inputs)[1] if head else self.tower(**inputs)
             out[start : start + len(chunk)] = emb.float().numpy()
         return out
 
@@ -156,15 +170,21 @@ def load_query_encoder_dir(qdir: Path, version: str) -> QueryEncoder:
     """The query encoder saved in ``qdir`` by :func:`save_query_tower`, labelled ``version``."""
     cfg = json.loads((qdir / _L.ENCODER_CONFIG).read_text(encoding="utf-8"))
     model_cfg = config_from_json(ModelConfig, cfg["model"])
-    lexical = lexical_channel(model_cfg, ModelSpec.from_json(cfg["spec"]))
+    spec = ModelSpec.from_json(cfg["spec"])  # an export from before the compat head: compat_dim 0, no head
+    lexical = lexical_channel(model_cfg, spec)
     weights = load_file(str(qdir / _L.WEIGHTS))
     if cfg["kind"] == "transformer":
-        # The body comes from hf/ (save_pretrained); model.safetensors holds the head and the lexical channel.
-        tower: QueryTower = TransformerQueryTower(model_cfg, qdir / _L.HF, lexical)
+        # The body comes from hf/ (save_pretrained); model.safetensors holds the heads and the lexical channel.
+        tower: QueryTower = TransformerQueryTower(model_cfg, qdir / _L.HF, lexical, spec.compat_dim)
         weights |= {f"transformer.{k}": v for k, v in tower.transformer.state_dict().items()}
     else:
-        tower = NgramQueryTower(model_cfg, cfg["spec"]["num_ids"], lexical)
-    tower.load_state_dict(weights)
+        tower = NgramQueryTower(model_cfg, spec.num_ids, lexical, spec.compat_dim)
+    try:
+        tower.load_state_dict(weights)
+    except RuntimeError as e:  # torch's message lists every key; one line names the file
+        missing = sorted(set(tower.state_dict()) ^ set(weights))[:3]
+        raise OmniError(f"{qdir / _L.WEIGHTS}: weights do not match {qdir / _L.ENCODER_CONFIG} (differing: "
+                        f"{missing or 'tensor shapes'}); re-export the run with this version") from e
     return QueryEncoder(tower, Featurizer.load(qdir / _L.FEATURIZER), version, cfg["batch_size"])
 
 

@@ -6,6 +6,7 @@
 tokenizer), so the folder stays the one self-contained artefact::
 
     export/query_encoder/query_encoder.onnx     inputs → "embedding" float32 [n, dim] (L2-normalised)
+                                                       (+ "compat" [n, compat_dim] with a compat head)
                          featurizer/            text → ids, offsets
                          hf/                    text → input_ids, attention_mask (transformer tower)
 
@@ -48,7 +49,7 @@ from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize
 from omnisearchsage.model.hash_embedding import HashEmbeddingBag
 from omnisearchsage.model.lexical import LexicalChannel
-from omnisearchsage.model.towers import NgramQueryTower, TransformerQueryTower, with_lexical
+from omnisearchsage.model.towers import NgramQueryTower, TransformerQueryTower, compat_output, with_lexical
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,18 @@ class NgramGraph(nn.Module):
         super().__init__()
         self.tower = tower
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         rows = bag_of_ids(ids, offsets)
         lex = None if self.tower.lexical is None else lexical(self.tower.lexical, ids, rows, offsets.shape[0])
-        return with_lexical(self.tower.mlp(hash_bag(self.tower.bag, ids, offsets, rows)), lex)
+        body = self.tower.mlp[:-1](hash_bag(self.tower.bag, ids, offsets, rows))
+        return _outputs(self.tower, with_lexical(self.tower.mlp[-1](body), lex), body)
+
+
+def _outputs(tower: NgramQueryTower | TransformerQueryTower, main: torch.Tensor,
+             body: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The graph's outputs: "embedding", and "compat" when the tower has a compat head."""
+    compat = compat_output(tower.compat, body)
+    return main if compat is None else (main, compat)
 
 
 class TransformerGraph(nn.Module):
@@ -129,12 +138,12 @@ class TransformerGraph(nn.Module):
         self.input_names = ("input_ids", "attention_mask") + (("ids", "offsets") if tower.lexical else ())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: torch.Tensor | None = None,
-                offsets: torch.Tensor | None = None) -> torch.Tensor:
-        dense = self.tower.head(self.tower.pool(input_ids, attention_mask))
+                offsets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.tower.pool(input_ids, attention_mask)
         lex = None
         if self.tower.lexical is not None and ids is not None and offsets is not None:
             lex = lexical(self.tower.lexical, ids, bag_of_ids(ids, offsets), offsets.shape[0])
-        return with_lexical(dense, lex)
+        return _outputs(self.tower, with_lexical(self.tower.head(pooled), lex), pooled)
 
 
 #: Queries traced to build the graph (shapes are dynamic: any batch and length runs).
@@ -159,21 +168,25 @@ def export_query_onnx(export_dir: str | Path) -> Path:
     if isinstance(tower, TransformerQueryTower):
         example |= tower.tokenize(texts)
     names = list(graph.input_names)
+    outputs = ["embedding"] + (["compat"] if tower.compat is not None else [])
     dynamic = {"ids": {0: "tokens"}, "offsets": {0: "queries"}, "input_ids": {0: "queries", 1: "length"},
-               "attention_mask": {0: "queries", 1: "length"}, "embedding": {0: "queries"}}
+               "attention_mask": {0: "queries", 1: "length"}, "embedding": {0: "queries"},
+               "compat": {0: "queries"}}
     path = ExportLayout(export_dir).query_encoder / ONNX_FILE
     with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             graph.eval(), tuple(example[n] for n in names), str(tmp), dynamo=False,
-            input_names=names, output_names=["embedding"], opset_version=OPSET,
-            dynamic_axes={k: v for k, v in dynamic.items() if k in (*names, "embedding")},
+            input_names=names, output_names=outputs, opset_version=OPSET,
+            dynamic_axes={k: v for k, v in dynamic.items() if k in (*names, *outputs)},
         )
     log.info("wrote %s (%s tower, inputs %s)", path, type(tower).__name__, ", ".join(names))
     return path
 
 
 class OnnxQueryEncoder:
-    """Query text -> float32 [n, dim] L2-normalised embeddings with onnxruntime (no torch at inference).
+    """Query text -> float32 [n, dim] L2-normalised embeddings with onnxruntime (no torch at inference);
+    :meth:`encode_compat` as :meth:`QueryEncoder.encode_compat` (the graph's "compat" output, or for a
+    tower without a compat head its "embedding").
 
     Reads an export folder holding ``query_encoder/query_encoder.onnx`` (``omni export RUN --onnx``).
     ``threads``: onnxruntime's intra-op threads (None: its default, every core).
@@ -202,6 +215,8 @@ class OnnxQueryEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(qdir / ExportLayout.HF)
         self.max_tokens = cfg["model"]["max_query_tokens"]
         self.dim, self.batch_size = cfg["dim"], cfg["batch_size"]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.compat_dim = int(cfg["spec"]["compat_dim"]) if "compat" in self.outputs else self.dim
 
     def __repr__(self) -> str:
         return f"OnnxQueryEncoder(dim={self.dim}, inputs={sorted(self.inputs)})"
@@ -220,9 +235,16 @@ class OnnxQueryEncoder:
         return {k: v for k, v in out.items() if k in self.inputs}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, "embedding", self.dim)
+
+    def encode_compat(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [n, compat_dim]: the vectors the compat tasks trained against the legacy embeddings."""
+        return self._run(texts, "compat", self.compat_dim) if "compat" in self.outputs else self.encode(texts)
+
+    def _run(self, texts: Sequence[str], output: str, dim: int) -> np.ndarray:
         texts = [normalize(t) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out = np.empty((len(texts), dim), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            out[start : start + len(chunk)] = self.session.run(["embedding"], self.feeds(chunk))[0]
+            out[start : start + len(chunk)] = self.session.run([output], self.feeds(chunk))[0]
         return out

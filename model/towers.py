@@ -15,6 +15,13 @@ concatenates PinSage and ItemSage the same way). Query tower: either the same n-
 local directory (``TransformerQueryTower``: CLS or mean pooling, then a linear head; the paper uses
 multilingual DistilBERT this way), followed by the same ``[L2(dense) ; lexical(query ids)]``.
 
+Compatibility: when the model trains the compat tasks (queries scored against the frozen legacy
+embeddings), the query tower has a second output, ``compat = L2(compat_head(body))``, as wide as the
+legacy embeddings, on the same body as the main output (``body``: the n-gram MLP's last hidden layer,
+or the transformer's pooled output). The main tasks and their Matryoshka prefixes never touch it, so the
+two spaces stop competing for the same dims. ``forward`` returns the main output only;
+``forward_with_compat`` both.
+
 Two additions to the paper's towers, both for small training sets (see ``anchor.py`` and
 ``lexical.py``): the lexical channel, shared by both towers, and anchoring, where ``R`` and the
 transformer's head are identity-initialised residuals so the model starts as a pretrained
@@ -67,6 +74,25 @@ class ResidualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + x @ self.delta
+
+
+def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int, residual: bool = False) -> nn.Module | None:
+    """The compat tasks' own output map from the query body (None: ``compat_dim`` 0 or the head is off).
+
+    With ``residual`` (the main head is an identity-initialised residual: an anchored transformer,
+    whose legacy embeddings are that encoder's own space) it is one too where the widths allow, so the
+    compat output starts as the encoder's zero-shot vector; otherwise an MLP with ``compat_hidden`` layers."""
+    if not (cfg.compat_head and compat_dim):
+        return None
+    if residual and body_dim == compat_dim and not cfg.compat_hidden:
+        return ResidualLinear(compat_dim)
+    return mlp(body_dim, *cfg.compat_hidden, compat_dim)
+
+
+def compat_output(head: nn.Module | None, body: torch.Tensor) -> torch.Tensor | None:
+    """``L2(head(body))``, the compat tasks' query vectors (None without a head); no lexical part, as the
+    legacy embeddings have none."""
+    return None if head is None else F.normalize(head(body), dim=-1)
 
 
 def with_lexical(dense: torch.Tensor, lexical: torch.Tensor | None) -> torch.Tensor:
@@ -144,24 +170,36 @@ class EntityTower(nn.Module):
 class NgramQueryTower(nn.Module):
     """Query token ids (the features' tokenizers) -> hash bag -> MLP -> L2. No pretrained weights.
 
-    ``forward(ids, offsets)``: one bag per query, as :class:`HashEmbeddingBag`.
+    ``forward(ids, offsets)``: one bag per query, as :class:`HashEmbeddingBag`. With ``compat_dim``
+    the compat head reads the MLP's last hidden layer (the body both outputs share).
     """
 
     kind = "ngram"
 
-    def __init__(self, cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None,
+                 compat_dim: int = 0) -> None:
         super().__init__()
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed + 1)
         self.mlp = mlp(cfg.token_dim, *cfg.query_hidden, cfg.dim)
+        self.compat = compat_head(cfg, cfg.query_hidden[-1] if cfg.query_hidden else cfg.token_dim, compat_dim)
+        self.compat_dim = compat_dim if self.compat is not None else 0
         self.lexical = lexical
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
     def extra_repr(self) -> str:
-        return f"output=L2 ({self.out_dim})"
+        return f"output=L2 ({self.out_dim}), compat=L2 ({self.compat_dim or 'none'})"
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self._main(ids, offsets, self.mlp[:-1](self.bag(ids, offsets)))
+
+    def forward_with_compat(self, ids: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The main output and the compat output (None without a compat head), from one body pass."""
+        body = self.mlp[:-1](self.bag(ids, offsets))
+        return self._main(ids, offsets, body), compat_output(self.compat, body)
+
+    def _main(self, ids: torch.Tensor, offsets: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
         lexical = None if self.lexical is None else self.lexical(ids, bag_rows(offsets, ids.numel()), len(offsets))
-        return with_lexical(self.mlp(self.bag(ids, offsets)), lexical)
+        return with_lexical(self.mlp[-1](body), lexical)
 
 
 class TransformerQueryTower(nn.Module):
@@ -175,7 +213,8 @@ class TransformerQueryTower(nn.Module):
 
     kind = "transformer"
 
-    def __init__(self, cfg: ModelConfig, path: str | Path, lexical: LexicalChannel | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, path: str | Path, lexical: LexicalChannel | None = None,
+                 compat_dim: int = 0) -> None:
         # Imported here: transformers is heavy and the n-gram tower does not need it.
         from transformers import AutoModel, AutoTokenizer
 
@@ -190,12 +229,14 @@ class TransformerQueryTower(nn.Module):
             self.head: nn.Module = ResidualLinear(hidden)
         else:
             self.head = nn.Linear(hidden, cfg.dim)
+        self.compat = compat_head(cfg, hidden, compat_dim, residual=cfg.query_head == "residual")
+        self.compat_dim = compat_dim if self.compat is not None else 0
         self.lexical = lexical
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
     def extra_repr(self) -> str:
         return (f"source={self.source!r}, pooling={self.pooling}, max_tokens={self.max_tokens}, "
-                f"output=L2 ({self.out_dim})")
+                f"output=L2 ({self.out_dim}), compat=L2 ({self.compat_dim or 'none'})")
 
     def tokenize(self, texts: Sequence[str], max_tokens: int | None = None) -> dict[str, torch.Tensor]:
         """Padded ``input_ids`` and ``attention_mask`` for already-normalised texts (at most
@@ -257,10 +298,25 @@ class TransformerQueryTower(nn.Module):
                 ids: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
                 pooled: torch.Tensor | None = None) -> torch.Tensor:
         """From tokens, or from ``pooled`` outputs computed once by a frozen body (training)."""
-        if pooled is None:
-            if input_ids is None or attention_mask is None:
-                raise OmniError("pass input_ids and attention_mask (or pooled outputs)")
-            pooled = self.pool(input_ids, attention_mask)
+        pooled = self._pooled_input(input_ids, attention_mask, pooled)
+        return self._main(ids, offsets, pooled)
+
+    def forward_with_compat(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                            ids: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+                            pooled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The main output and the compat output (None without a compat head), from one body pass."""
+        pooled = self._pooled_input(input_ids, attention_mask, pooled)
+        return self._main(ids, offsets, pooled), compat_output(self.compat, pooled)
+
+    def _pooled_input(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                      pooled: torch.Tensor | None) -> torch.Tensor:
+        if pooled is not None:
+            return pooled
+        if input_ids is None or attention_mask is None:
+            raise OmniError("pass input_ids and attention_mask (or pooled outputs)")
+        return self.pool(input_ids, attention_mask)
+
+    def _main(self, ids: torch.Tensor | None, offsets: torch.Tensor | None, pooled: torch.Tensor) -> torch.Tensor:
         lexical = None
         if self.lexical is not None:
             if ids is None or offsets is None:
@@ -272,15 +328,16 @@ class TransformerQueryTower(nn.Module):
 QueryTower = NgramQueryTower | TransformerQueryTower
 
 
-def build_query_tower(cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None) -> QueryTower:
+def build_query_tower(cfg: ModelConfig, num_ids: int, lexical: LexicalChannel | None = None,
+                      compat_dim: int = 0) -> QueryTower:
     """The tower ``cfg.query_encoder`` names: "ngram", or a transformer directory ("auto" must have
-    been resolved by ``anchor.resolve_query_encoder``)."""
+    been resolved by ``anchor.resolve_query_encoder``); ``compat_dim``: the compat head's width (0: none)."""
     if cfg.query_encoder == "ngram":
-        return NgramQueryTower(cfg, num_ids, lexical)
+        return NgramQueryTower(cfg, num_ids, lexical, compat_dim)
     if not (Path(cfg.query_encoder) / "config.json").is_file():
         raise OmniError(f"{cfg.query_encoder}: not a Hugging Face model directory (no config.json); "
                         "give --query-encoder auto, ngram or a local model directory")
-    return TransformerQueryTower(cfg, cfg.query_encoder, lexical)
+    return TransformerQueryTower(cfg, cfg.query_encoder, lexical, compat_dim)
 
 
 @dataclass
@@ -288,13 +345,16 @@ class ModelSpec:
     """What the data decides about the model: the token id space, the text fields the entity tower
     reads, where each kind's legacy embedding sits in its dense input ``{kind: (offset, dim)}`` and
     the visual embedding under ``"visual"`` (each slot is followed by a presence flag), and the id
-    ranges the lexical channel reads (the unigram vocabulary and its OOV buckets). Saved in the run's
-    config.json and the export."""
+    ranges the lexical channel reads (the unigram vocabulary and its OOV buckets), and the width of the
+    query tower's compat head (the widest legacy embedding a compat task scores; 0: no head, as in
+    exports written before it, whose compat tasks scored the main output's prefix). Saved in the
+    run's config.json and the export."""
 
     num_ids: int
     fields: tuple[str, ...]
     dense_layout: dict[str, tuple[int, int]]
     lexical_ranges: tuple[tuple[int, int], ...] = ()
+    compat_dim: int = 0
 
     @property
     def dense_dim(self) -> int:
@@ -311,12 +371,12 @@ class ModelSpec:
     def to_json(self) -> dict[str, Any]:
         return {"num_ids": self.num_ids, "fields": list(self.fields),
                 "dense_layout": {k: list(v) for k, v in self.dense_layout.items()},
-                "lexical_ranges": [list(r) for r in self.lexical_ranges]}
+                "lexical_ranges": [list(r) for r in self.lexical_ranges], "compat_dim": self.compat_dim}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelSpec:
         return cls(d["num_ids"], tuple(d["fields"]), {k: (v[0], v[1]) for k, v in d["dense_layout"].items()},
-                   tuple((a, b) for a, b in d.get("lexical_ranges", [])))
+                   tuple((a, b) for a, b in d.get("lexical_ranges", [])), d.get("compat_dim", 0))
 
 
 def lexical_channel(cfg: ModelConfig, spec: ModelSpec, idf: torch.Tensor | None = None) -> LexicalChannel | None:
@@ -333,14 +393,15 @@ def entity_tower(cfg: ModelConfig, spec: ModelSpec, lexical: LexicalChannel | No
 
 class TwoTowerModel(nn.Module):
     """The trained model: a query tower and an entity tower sharing one lexical channel. (The compat
-    tasks' candidate towers are the frozen legacy embeddings themselves: data, not modules.)
+    tasks' candidate towers are the frozen legacy embeddings themselves: data, not modules; their query
+    side is the query tower's compat output when ``spec.compat_dim``.)
 
     ``idf``: initial lexical token weights (the export loads trained ones instead)."""
 
     def __init__(self, cfg: ModelConfig, spec: ModelSpec, idf: torch.Tensor | None = None) -> None:
         super().__init__()
         lexical = lexical_channel(cfg, spec, idf)
-        self.query = build_query_tower(cfg, spec.num_ids, lexical)
+        self.query = build_query_tower(cfg, spec.num_ids, lexical, spec.compat_dim)
         self.entity = entity_tower(cfg, spec, lexical)
 
     @property

@@ -15,8 +15,8 @@ Table 4    continuous features only → + title, description, captions → + boa
            titles → + engaged queries → + visual embeddings
 Table 5    one single-task model per task (with its task's pairs per step in the unified
            model) vs the unified model
-Table 6    compatibility (query prefix vs frozen legacy embeddings): trained jointly
-           with the unified model vs a query encoder trained only on the compat tasks
+Table 6    compatibility (the query's compat output vs frozen legacy embeddings): trained
+           jointly with the unified model vs a query encoder trained only on the compat tasks
 =========  =========================================================================
 
 Variant runs are ``runs/<run>--abl-<variant>``; an existing export is reused unless

@@ -120,6 +120,21 @@ def test_relevance_set_is_the_on_topic_part_of_the_test_pins(random_eval, tiny_w
     assert any(h["paper_set"] == "pin relevance" for h in results["headline"])
 
 
+def test_compat_sets_score_the_models_compat_vectors(tiny_ws):
+    # A model with a compat head: the legacy indexes are ranked with its compat vectors (their
+    # 256-d prefix), not with the main embedding's prefix.
+    model = fake_model(tiny_ws)
+    model.encode_compat = lambda texts: np.stack([unit("compat " + t, 300) for t in texts])
+    _, ev = evaluate(tiny_ws, model, EvalConfig(index_size=60, ann=(), baselines=(), min_lang_pairs=5))
+    data = ev.tasks["compat-pin"]
+    scorer = ev.model_scorer(data, ev.candidate_emb["compat-pin"])
+    expected = np.stack([unit("compat " + t, 300)[:256] for t in data.queries])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(scorer.queries.numpy(), expected, atol=1e-6)
+    main = ev.model_scorer(ev.tasks["query-pin"], ev.candidate_emb["query-pin"])
+    assert main.queries.shape[1] == DIM  # the main sets keep the main embedding
+
+
 def test_ann_check_builds_the_served_index_by_default_and_each_named_library_on_request(tiny_ws):
     """``auto`` reports the one index ``omni serve --index auto`` builds (each HNSW build is a pass over the
     catalogue); naming libraries reports each installed one once."""

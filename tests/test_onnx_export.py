@@ -74,6 +74,23 @@ def test_ngram_onnx_matches_torch_through_the_cli(ws: Workspace):
         assert np.abs(onnx.encode(texts[:size]) - reference[:size]).max() < 1e-5
 
 
+def test_ngram_onnx_compat_output_matches_torch(ws: Workspace):
+    # 256 dims: the tiny world's legacy embeddings are 256-d, so the compat tasks train and the tower
+    # has a compat head; the graph serves it as a second output.
+    cfg = replace(SMALL, model=replace(SMALL.model, dim=256, lexical_buckets=0),
+                  loss=replace(SMALL.loss, matryoshka_dims=(8, 256)))
+    train(ws, cfg, "compat")
+    export = export_run(ws, "compat")
+    export_query_onnx(export)
+    texts = _queries(ws)
+    torch_encoder, onnx = load_query_encoder(export), OnnxQueryEncoder(export)
+    assert onnx.outputs == ["embedding", "compat"] and onnx.compat_dim == torch_encoder.compat_dim == 256
+    reference = torch_encoder.encode_compat(texts)
+    assert np.abs(onnx.encode_compat(texts) - reference).max() < 1e-5
+    assert np.abs(onnx.encode(texts) - torch_encoder.encode(texts)).max() < 1e-5
+    assert np.abs(reference - torch_encoder.encode(texts)).max() > 0.1  # its own output, not the main one
+
+
 def _tiny_bert(ws: Workspace, out: Path) -> Path:
     """A 2-layer BERT built from a config, with a WordPiece vocabulary of the world's query words."""
     words = (pl.read_parquet(ws.path(ENGAGED_QUERIES)).get_column("queries").explode().str.split(" ").explode()
@@ -83,14 +100,19 @@ def _tiny_bert(ws: Workspace, out: Path) -> Path:
 
 def test_tiny_bert_onnx_matches_torch(ws: Workspace, tmp_path: Path):
     bert = _tiny_bert(ws, tmp_path / "bert")
-    cfg = replace(SMALL, steps=2, checkpoint_every=2, tasks=("query-pin", "query-query"),
-                  model=replace(SMALL.model, query_encoder=str(bert), pooling="mean", dim=64))
+    # 256 dims and a compat task: the pooled output feeds the compat head too.
+    cfg = replace(SMALL, steps=2, checkpoint_every=2, tasks=("query-pin", "query-query", "compat-pin"),
+                  model=replace(SMALL.model, query_encoder=str(bert), pooling="mean", dim=256),
+                  loss=replace(SMALL.loss, matryoshka_dims=(8, 256)))
     train(ws, cfg, "bert")
     export = export_run(ws, "bert")
     export_query_onnx(export)
     texts = _queries(ws)
-    reference = load_query_encoder(export).encode(texts)
+    torch_encoder = load_query_encoder(export)
+    reference = torch_encoder.encode(texts)
     onnx = OnnxQueryEncoder(export)
     assert onnx.inputs == {"input_ids", "attention_mask", "ids", "offsets"}
     assert np.abs(onnx.encode(texts) - reference).max() < 1e-5
     assert np.abs(onnx.encode(texts[:1]) - reference[:1]).max() < 1e-5  # another padded length
+    assert onnx.compat_dim == 256
+    assert np.abs(onnx.encode_compat(texts) - torch_encoder.encode_compat(texts)).max() < 1e-5

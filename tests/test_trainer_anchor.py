@@ -83,6 +83,28 @@ def test_auto_starts_as_the_encoders_zero_shot_retrieval(anchored_ws):
     q = load_query_encoder(export).encode(texts)[:, :32]
     zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(q / np.linalg.norm(q, axis=1, keepdims=True), zero_shot, atol=1e-4)
+    # An anchored model has no compat head by default: its compat vectors are the main output, whose
+    # legacy-width prefix the legacy index is scored with.
+    assert (model["compat_head"], saved["config"]["compat_shared_pairs"]) == (False, False)
+    compat = load_query_encoder(export).encode_compat(texts)
+    np.testing.assert_array_equal(compat, load_query_encoder(export).encode(texts))
+
+
+def test_an_anchored_compat_head_on_request_starts_as_the_encoders_zero_shot_vectors(anchored_ws):
+    """--compat-head on an anchored model: an identity-initialised residual like its main head, so the
+    compat output starts in the legacy space (the encoder's zero-shot vectors); an n-gram run gets a head
+    by default."""
+    from sentence_transformers import SentenceTransformer
+
+    ws, encoder = anchored_ws
+    cfg = replace(FROZEN, model=replace(FROZEN.model, compat_head=True), compat_shared_pairs=True)
+    train(ws, cfg, "anchored-head")
+    saved = read_run_config(ws.run_dir("anchored-head"))["config"]
+    assert (saved["model"]["compat_head"], saved["compat_shared_pairs"]) == (True, True)
+    texts = ["red shoes", "blue hat", "wool scarf"]
+    zero_shot = SentenceTransformer(str(encoder), device="cpu").encode(texts, normalize_embeddings=True)
+    compat = load_query_encoder(export_run(ws, "anchored-head")).encode_compat(texts)
+    np.testing.assert_allclose(compat, zero_shot, atol=1e-4)
 
 
 def test_auto_without_a_usable_record_is_the_ngram_tower(anchored_ws, tiny_ws_copy: Workspace):

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from omnisearchsage.cli.app import app
@@ -36,6 +37,7 @@ from omnisearchsage.trainer.loop import (
     checkpoints,
     load_checkpoint,
     model_spec,
+    sample,
     task_prefixes,
     train,
 )
@@ -147,6 +149,49 @@ def test_gradients_reach_both_towers_and_the_temperatures(ws: Workspace):
     assert fw[data.fields.index("caption")] == 0
 
 
+def test_compat_tasks_score_their_own_head_and_the_main_tasks_never_move_it(ws: Workspace):
+    data = _data(ws)
+    objective = _objective(ws, SMALL, data).train()
+    query = objective.model.query
+    assert query.compat_dim == 256  # as wide as the legacy embeddings
+    batch = data.batch(data.sample(0))
+
+    def moved(tasks: set[str]) -> dict[str, bool]:
+        """Which query-tower parameters a loss over ``tasks`` alone gives a gradient."""
+        objective.zero_grad(set_to_none=True)
+        objective(replace(batch, tasks={t: r for t, r in batch.tasks.items() if t in tasks}))[0].backward()
+        return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in query.named_parameters()}
+
+    main = moved({"query-pin", "query-product", "query-query"})
+    compat = moved({"compat-pin", "compat-product"})
+    head = [n for n in main if n.startswith("compat.")]
+    main_head = [n for n in main if n.startswith(f"mlp.{len(query.mlp) - 1}.")]
+    assert head and main_head
+    assert all(compat[n] for n in head) and not any(main[n] for n in head)
+    assert all(main[n] for n in main_head) and not any(compat[n] for n in main_head)
+    assert main["bag.table"] and compat["bag.table"]  # the body is shared
+    # Off, the compat tasks score the main output's prefix again (the arrangement before the head).
+    off = replace(SMALL, model=replace(SMALL.model, compat_head=False))
+    assert _objective(ws, off, data).model.query.compat is None
+
+
+def test_compat_tasks_also_score_the_retrieval_pairs_of_their_kind(ws: Workspace):
+    data = _data(ws)
+    plain, shared = data.sample(3), sample(data, 3, 0, 1, compat_shared=True)
+    for compat, main, kind in (("compat-pin", "query-pin", "pin"), ("compat-product", "query-product", "product")):
+        own, drawn, got = plain[compat], plain[main], shared[compat]
+        n = len(own.pos_rows)
+        assert np.array_equal(got.pos_rows[:n], own.pos_rows) and np.array_equal(got.neg_rows, own.neg_rows)
+        assert len(got.pos_rows) == n + len(drawn.pos_rows)  # one per drawn pair: equal sizes on every process
+        has = data.catalogues[kind].has_legacy
+        assert has[got.pos_rows].all()  # only entities with a legacy embedding are compat positives
+        assert (set(zip(got.query_rows[n:], got.pos_rows[n:]))
+                == set(zip(drawn.query_rows[has[drawn.pos_rows]], drawn.pos_rows[has[drawn.pos_rows]])))
+    assert np.array_equal(shared["query-pin"].pos_rows, plain["query-pin"].pos_rows)  # retrieval tasks unchanged
+    off = sample(data, 3, 0, 1, compat_shared=False)
+    assert np.array_equal(off["compat-pin"].pos_rows, plain["compat-pin"].pos_rows)
+
+
 def _objective(ws: Workspace, cfg: TrainConfig, data: TrainingData, run: Path | None = None) -> Objective:
     """The run's model and loss at its newest checkpoint (``run``) or at initialisation."""
     cfg = resolve_query_encoder(ws, cfg)
@@ -227,11 +272,13 @@ def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained
     rows = np.arange(40)
     queries = data.catalogues["query"]
     with torch.no_grad():
-        trained_q = model.query(**data.query_inputs(rows, None)).numpy()
+        trained_q, trained_c = (t.numpy() for t in model.query.forward_with_compat(**data.query_inputs(rows, None)))
         trained_e = model.entity(**data.entity_inputs([("product", rows)])).numpy()
     encoder = load_query_encoder(export)
     assert encoder.version == manifest["model_version"] and encoder.dim == 512
     assert np.abs(encoder.encode(queries.keys.gather(rows).to_list()) - trained_q).max() < 1e-5
+    assert encoder.compat_dim == 256
+    assert np.abs(encoder.encode_compat(queries.keys.gather(rows).to_list()) - trained_c).max() < 1e-5
     ids, emb = load_embeddings(export, "product")
     assert ids[:40] == data.catalogues["product"].keys.gather(rows).to_list()
     assert np.abs(emb[:40] - trained_e).max() < 1e-5
@@ -247,6 +294,28 @@ def test_export_reproduces_training_time_embeddings_ngram(ws: Workspace, trained
                        for v in raw.get_column("legacy_embedding").to_list()])
     from_text = load_entity_encoder(export).encode("product", fields, legacy)
     assert np.abs(from_text - trained_e).max() < 1e-5
+
+
+def test_export_from_before_the_compat_head_still_loads(ws: Workspace, trained: Path, tmp_path: Path):
+    old = tmp_path / "old"
+    shutil.copytree(ws.export_dir("small"), old)
+    qdir = old / "query_encoder"
+    cfg = json.loads((qdir / "config.json").read_text())
+    del cfg["spec"]["compat_dim"], cfg["model"]["compat_head"], cfg["model"]["compat_hidden"]
+    (qdir / "config.json").write_text(json.dumps(cfg))
+    weights = load_file(str(qdir / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("compat.")}, str(qdir / "model.safetensors"))
+    texts = ["red dress", "vegan dinner ideas", ""]
+    encoder = load_query_encoder(old)
+    assert encoder.tower.compat is None
+    assert np.abs(encoder.encode(texts) - load_query_encoder(ws.export_dir("small")).encode(texts)).max() < 1e-6
+    # Its compat tasks scored the main output's prefix: the compat vectors are the main ones.
+    assert np.array_equal(encoder.encode_compat(texts), encoder.encode(texts))
+    # A config that asks for a head its weights lack: one line naming the weights file.
+    cfg["spec"]["compat_dim"], cfg["model"]["compat_head"] = 256, True
+    (qdir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(OmniError, match=r"model\.safetensors: weights do not match .*compat\.0\.bias"):
+        load_query_encoder(old)
 
 
 def _tiny_bert(ws: Workspace, out: Path) -> Path:

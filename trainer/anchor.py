@@ -47,8 +47,23 @@ ANCHORED_LEXICAL_BUCKETS = 1024
 
 
 def resolve_query_encoder(ws: Workspace, cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``query_encoder="auto"`` and ``lexical_buckets=None`` replaced by what they mean for
-    ``ws`` (see the module doc)."""
+    """``cfg`` with ``query_encoder="auto"``, ``lexical_buckets=None`` and the compat defaults (None)
+    replaced by what they mean for ``ws`` (see the module doc)."""
+    cfg = _resolve_encoder(ws, cfg)
+    # The compat head and the compat tasks' shared pairs untangle the compat space from the main one
+    # (README, *Ablations*, Table 6). An anchored model's compat target is its encoder's own space,
+    # where its main output starts and stays close (residual maps, weight-decayed to the identity):
+    # there is no conflict to untangle, and its real-data figures are measured without them.
+    anchored = cfg.model.query_head == "residual" and cfg.model.anchor_kind is not None
+    if cfg.model.compat_head is None:
+        cfg = replace(cfg, model=replace(cfg.model, compat_head=not anchored))
+    if cfg.compat_shared_pairs is None:
+        cfg = replace(cfg, compat_shared_pairs=not anchored)
+    return cfg
+
+
+def _resolve_encoder(ws: Workspace, cfg: TrainConfig) -> TrainConfig:
+    """``query_encoder="auto"`` and ``lexical_buckets=None`` resolved for ``ws``."""
     anchored = _anchor(ws, cfg) if cfg.model.query_encoder == AUTO else None
     buckets = cfg.model.lexical_buckets
     if buckets is None:

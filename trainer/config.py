@@ -72,6 +72,11 @@ class TrainConfig:
         "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 2})
     #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 256 of them query-pin.
     batch_size: int = 704
+    #: The compat tasks also score the pairs query-pin / query-product draw each step (against the
+    #: engaged entity's frozen legacy embedding, where it has one), as the paper's compat tasks score
+    #: the pin / product batches: more compat pairs per step at the cost of query-tower passes only.
+    #: None: on, except for an anchored model (as ``ModelConfig.compat_head``).
+    compat_shared_pairs: bool | None = None
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after about 1.3 epochs of
     #: its pairs, well before the last step.
     steps: int = 600

@@ -4,7 +4,7 @@
     model     = TwoTowerModel(cfg.model, spec)        query tower + entity tower
     criterion = MultiTaskLoss(cfg.loss, ...)          one sampled softmax per task
     for step in range(start, cfg.steps):
-        batch = data.batch(data.sample(step))         a pure function of (seed, step, rank)
+        batch = data.batch(sample(data, step))        a pure function of (seed, step, rank)
         loss  = objective(batch)                      towers -> per-task pairs -> weighted losses
         backward; clip; lr = warmup + cosine; optimizer step
         every log_every steps: metrics.jsonl          every checkpoint_minutes: a checkpoint
@@ -61,7 +61,7 @@ from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
+from omnisearchsage.trainer.data import StepBatch, TaskSample, TrainingData, encoder_texts, load_training_data
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
 from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
@@ -83,16 +83,16 @@ class Objective(nn.Module):
         self.model, self.criterion = model, criterion
 
     def forward(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        queries = self.model.query(**batch.query_inputs)
+        queries, compat = self.model.query.forward_with_compat(**batch.query_inputs)
         entities = self.model.entity(**batch.entity_inputs) if batch.entity_inputs is not None else None
         pairs = {}
         for name, rows in batch.tasks.items():
-            source = {"query": queries, "entity": entities}.get(rows.source)
-            if source is None:
-                source = batch.legacy[name]
+            source, query = {"query": queries, "entity": entities}.get(rows.source), queries
+            if source is None:  # a compat task: its own query output (when the tower has one)
+                source, query = batch.legacy[name], queries if compat is None else compat
             pos, neg = source[rows.pos], source[rows.neg]
             hard = None if rows.hard is None else source[rows.hard].view(len(pos), -1, pos.shape[1])
-            pairs[name] = PairBatch(queries[rows.query], pos, rows.query_ids, rows.pos_ids,
+            pairs[name] = PairBatch(query[rows.query], pos, rows.query_ids, rows.pos_ids,
                                     gather(pos), gather(rows.query_ids), gather(rows.pos_ids),
                                     gather(neg), gather(rows.neg_ids), hard, rows.hard_valid)
         return self.criterion(pairs)
@@ -165,7 +165,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     torch.manual_seed(cfg.seed)
     idf = data.lexical_idf(cfg.model.lexical_fields, cfg.model.lexical_idf_offset) if cfg.model.lexical_buckets and not resume else None
     model = TwoTowerModel(cfg.model, spec, idf)
-    criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), cfg.task_shares)
+    criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), loss_shares(cfg, data))
     objective = Objective(model, criterion)
     text_vectors, siamese = None, None
     if cfg.model.entity_text and not resume:  # the body learns here, on both sides, then freezes
@@ -183,7 +183,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     start = 0
     if resume:
         start = load_checkpoint(run, objective, optimizer)
-        replay_sketches(criterion, data, start, world)
+        replay_sketches(criterion, data, start, world, cfg.compat_shared_pairs)
         if cfg.model.entity_text:
             text_vectors = read_text_vectors(ws.run(name), data.catalogues[cfg.model.anchor_kind].keys)
         log.info("resuming %s from step %d", run, start)
@@ -209,7 +209,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
             if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
                 mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
             torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
-            batch = data.batch(data.sample(step, rank, world), tokenize).to(accelerator.device)
+            batch = data.batch(sample(data, step, rank, world, cfg.compat_shared_pairs), tokenize).to(accelerator.device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -359,8 +359,11 @@ def lexical_ranges(featurizer: Featurizer, tokens: tuple[str, ...]) -> tuple[tup
 
 
 def model_spec(featurizer: Featurizer, data: TrainingData, cfg: ModelConfig) -> ModelSpec:
-    """What the features and the data decide about the model (the lexical channel's id ranges)."""
-    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, lexical_ranges(featurizer, cfg.lexical_tokens))
+    """What the features and the data decide about the model: the lexical channel's id ranges, and the
+    compat head's width when ``cfg.compat_head`` and a compat task has data (its widest legacy embedding)."""
+    legacy = [data.catalogues[t.candidate].legacy_dim for t in data.tasks.values() if t.frozen]
+    return ModelSpec(featurizer.num_ids, data.fields, data.dense_layout, lexical_ranges(featurizer, cfg.lexical_tokens),
+                     max(legacy) if cfg.compat_head and legacy else 0)
 
 
 def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
@@ -377,7 +380,7 @@ def limit_steps(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
 def task_prefixes(cfg: TrainConfig, data: TrainingData, width: int) -> dict[str, dict[int, float]]:
     """Matryoshka ``{dim: weight}`` per task; the full dimension means the whole ``width``-wide output
     (the dense part and the lexical channel), a shorter prefix the dense part's first dimensions. A compat
-    task scores the legacy-width prefix only."""
+    task scores the legacy-width prefix of its query output (the compat head's, else the main one's)."""
     full = {(width if d == cfg.model.dim else d): w for d, w in zip(cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights)}
     return {name: ({data.catalogues[t.candidate].legacy_dim: 1.0} if t.frozen else full)
             for name, t in data.tasks.items()}
@@ -385,11 +388,11 @@ def task_prefixes(cfg: TrainConfig, data: TrainingData, width: int) -> dict[str,
 
 def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (fused) or LAMB; matrices decay, vectors and scalars (norms, biases, temperatures) do not.
-    An anchored model's residuals and lexical weights learn at ``anchor_lr_scale`` times the rate (each
+    An anchored model's residuals, heads and lexical weights learn at ``anchor_lr_scale`` times the rate (each
     group's ``lr_scale``). A pretrained transformer body is frozen here: only the siamese stage trains it."""
     def rate(name: str) -> float:
         anchored = cfg.model.anchor_kind is not None and (".residual." in name or ".head." in name
-                                                          or ".lexical." in name)
+                                                          or ".compat." in name or ".lexical." in name)
         return cfg.anchor_lr_scale if anchored else 1.0
 
     scales = {id(p): rate(name) for name, p in module.named_parameters()}
@@ -404,11 +407,60 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
-def replay_sketches(criterion: MultiTaskLoss, data: TrainingData, steps: int, world: int) -> None:
+def sample(data: TrainingData, step: int, rank: int = 0, world: int = 1,
+           compat_shared: bool = True) -> dict[str, TaskSample]:
+    """The rows every task uses at ``step`` (``TrainingData.sample``); with ``compat_shared`` each compat
+    task also scores the pairs the retrieval task of its kind drew (``TrainConfig.compat_shared_pairs``).
+
+    Only entities with a legacy embedding can be a compat positive: the shared pairs whose entity has
+    none are replaced by shared pairs that have one (cycled), so every step of every process scores
+    the same number of pairs (the gathers of a multi-process step need equal sizes)."""
+    samples = data.sample(step, rank, world)
+    if not compat_shared:
+        return samples
+    out = dict(samples)
+    for name, task in data.tasks.items():
+        main = shared_task(data, name)
+        if main is None:
+            continue
+        own, shared = samples[name], samples[main]
+        keep, n = np.flatnonzero(data.catalogues[task.candidate].has_legacy[shared.pos_rows]), len(shared.pos_rows)
+        if len(keep):
+            query_rows, pos_rows = shared.query_rows[np.resize(keep, n)], shared.pos_rows[np.resize(keep, n)]
+        else:  # not one has: the task's own pairs again, so the size stays
+            query_rows, pos_rows = np.resize(own.query_rows, n), np.resize(own.pos_rows, n)
+        out[name] = TaskSample(np.concatenate([own.query_rows, query_rows]), np.concatenate([own.pos_rows, pos_rows]),
+                               own.neg_rows)
+    return out
+
+
+def shared_task(data: TrainingData, name: str) -> str | None:
+    """The retrieval task whose pairs compat task ``name`` also scores (None: not a compat task, or
+    its kind has no retrieval task in this run)."""
+    task = data.tasks[name]
+    if not task.frozen:
+        return None
+    return next((m for m, t in data.tasks.items() if t.candidate == task.candidate and not t.frozen), None)
+
+
+def loss_shares(cfg: TrainConfig, data: TrainingData) -> dict[str, float]:
+    """Each task's weight in the step's loss: its share of the pairs the step scores (so the loss is the
+    mean per scored pair). A compat task that also scores its retrieval task's pairs holds both shares."""
+    shares = {t: float(cfg.task_shares.get(t, 1.0)) for t in data.tasks}
+    if cfg.compat_shared_pairs:
+        for name in data.tasks:
+            main = shared_task(data, name)
+            if main is not None:
+                shares[name] += shares[main]
+    return shares
+
+
+def replay_sketches(criterion: MultiTaskLoss, data: TrainingData, steps: int, world: int,
+                    compat_shared: bool) -> None:
     """Rebuild every task's count-min sketches by re-drawing the ids of steps ``[0, steps)``."""
     device = next(criterion.parameters()).device
     for step in range(steps):
-        per_rank = [data.sample(step, r, world) for r in range(world)]
+        per_rank = [sample(data, step, r, world, compat_shared) for r in range(world)]
         for name, loss in criterion.tasks.items():
             ids = {f: torch.from_numpy(np.concatenate([getattr(s[name], f) for s in per_rank])).to(device)
                    for f in ("query_rows", "pos_rows", "neg_rows")}
@@ -448,7 +500,13 @@ def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> t
     is lost); one with a checkpoint, or a finished run, is refused with what to do instead.
     """
     if resume:
-        saved = TrainConfig.from_json(read_run_config(run)["config"])
+        saved_json = read_run_config(run)["config"]
+        saved = TrainConfig.from_json(saved_json)
+        # A run started before the compat head and the shared compat pairs continues as it started.
+        if "compat_head" not in saved_json.get("model", {}):
+            saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, compat_head=False))
+        if "compat_shared_pairs" not in saved_json:
+            saved = dataclasses.replace(saved, compat_shared_pairs=False)
         saved.validate()
         return saved, False
     cfg.validate()
