@@ -21,11 +21,11 @@ from omnisearchsage.model.towers import TransformerQueryTower
 from omnisearchsage.trainer.config import HardNegativeConfig, TrainConfig
 from omnisearchsage.trainer.export import embed_catalogue, export_run
 from omnisearchsage.trainer.fine_tune import fine_tune_scale
+from omnisearchsage.trainer.hard_negatives import mine_from_vectors
 from omnisearchsage.trainer.loop import checkpoints, read_run_config, read_summary, train
 from omnisearchsage.trainer.loss import pair_key
 from omnisearchsage.trainer.siamese import (
     LowerStates,
-    mine_stage_negatives,
     no_duplicate_batches,
     with_hard_negatives,
 )
@@ -130,12 +130,12 @@ def test_stage_negatives_skip_positives_and_guarded_candidates():
     q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     e = F.normalize(torch.tensor([[1.0, 0.10], [1.0, 0.0], [1.0, 0.2], [1.0, 0.6], [1.0, 0.9],
                                   [0.0, 1.0]]), dim=1)
-    cfg = HardNegativeConfig(candidates=6, relative_margin=0.001)
+    cfg = HardNegativeConfig(per_pair=2, candidates=6, relative_margin=0.001)
     query_rows, cand_rows = np.array([10, 10, 11]), np.array([0, 2, 5])
-    hard = mine_stage_negatives(q, e, np.array([0, 0, 1]), query_rows, cand_rows, 2, cfg)
+    hard = mine_from_vectors(q, e, np.array([0, 0, 1]), query_rows, cand_rows, cfg)
     assert hard.tolist() == [[3, 4], [3, 4], [4, 3]]
-    loose = mine_stage_negatives(q, e, np.array([0, 0, 1]), query_rows, cand_rows, 2,
-                                 HardNegativeConfig(candidates=6, relative_margin=-1.0))  # no guard at all
+    loose = mine_from_vectors(q, e, np.array([0, 0, 1]), query_rows, cand_rows,
+                              HardNegativeConfig(per_pair=2, candidates=6, relative_margin=-1.0))  # no guard
     assert loose[0].tolist() == [1, 3]
 
 

@@ -69,16 +69,26 @@ def mine_task(model: TwoTowerModel, data: TrainingData, task: TaskPairs, cfg: Ha
     queries, inverse = np.unique(task.query_rows, return_inverse=True)
     q = torch.cat([model.query(**data.query_inputs(rows, tokenize))
                    for rows in np.array_split(queries, max(1, -(-len(queries) // batch_size)))]).float()
-    k = min(cfg.candidates, len(cat))
+    return mine_from_vectors(q, entities, inverse, task.query_rows, task.cand_rows, cfg)
+
+
+def mine_from_vectors(queries: torch.Tensor, entities: torch.Tensor, vector_rows: np.ndarray,
+                      query_rows: np.ndarray, cand_rows: np.ndarray, cfg: HardNegativeConfig) -> np.ndarray:
+    """Hard negatives of every pair from given vectors: int64 [pairs, per_pair] entity rows, -1 where
+    fewer qualify (:func:`select_hard_negatives` over each query's ``cfg.candidates`` nearest entities).
+    ``queries`` [distinct queries, d] and ``entities`` [catalogue, d]; pair i is (``query_rows[i]``,
+    ``cand_rows[i]``) and its query's vector is ``queries[vector_rows[i]]``. The loop mines from the
+    model's towers, the siamese stage from its untuned encoder."""
+    k = min(cfg.candidates, len(entities))
     top_scores, top_rows = [], []
-    for start in range(0, len(q), SCORE_CHUNK):
-        s, r = (q[start : start + SCORE_CHUNK] @ entities.T).topk(k, dim=1)
+    for start in range(0, len(queries), SCORE_CHUNK):
+        s, r = (queries[start : start + SCORE_CHUNK] @ entities.T).topk(k, dim=1)
         top_scores.append(s)
         top_rows.append(r)
     scores, rows = torch.cat(top_scores).numpy(), torch.cat(top_rows).numpy().astype(np.int64)
-    pos_scores = (q[torch.from_numpy(inverse)] * entities[torch.from_numpy(task.cand_rows)]).sum(1).numpy()
-    positives = np.sort(pair_key(torch.from_numpy(task.query_rows), torch.from_numpy(task.cand_rows)).numpy())
-    return select_hard_negatives(task.query_rows, pos_scores, rows[inverse], scores[inverse], positives, cfg)
+    pos_scores = (queries[torch.from_numpy(vector_rows)] * entities[torch.from_numpy(cand_rows)]).sum(1).numpy()
+    positives = np.sort(pair_key(torch.from_numpy(query_rows), torch.from_numpy(cand_rows)).numpy())
+    return select_hard_negatives(query_rows, pos_scores, rows[vector_rows], scores[vector_rows], positives, cfg)
 
 
 def mine(model: TwoTowerModel, data: TrainingData, cfg: HardNegativeConfig,

@@ -23,7 +23,7 @@ This stage runs that recipe inside the trainer, on the run's own pairs:
 * with ``fine_tune_hard_negatives`` > 0, each pair also brings one mined hard negative, sentence-
   transformers' ``mine_hard_negatives`` + MNRL recipe: before the first step the untuned body ranks the
   catalogue for every training query, and each pair keeps its query's best-scoring entities that are not
-  its positives and pass the false-negative guard (``hard_negatives.select_hard_negatives``, the loop's
+  its positives and pass the false-negative guard (``hard_negatives.mine_from_vectors``, the loop's
   rule and ``cfg.hard``'s candidates and margin); a step draws one of them per pair, and they join every
   row's candidates (a column that is a known positive of a row is masked for that row);
 * then the body is frozen; the stage returns the tuned body's vector of every catalogue entity of
@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -50,9 +50,9 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.model.towers import TransformerQueryTower
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.text_encoders import bf16_autocast
-from omnisearchsage.trainer.config import HardNegativeConfig, TrainConfig
+from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import TrainingData
-from omnisearchsage.trainer.hard_negatives import SCORE_CHUNK, select_hard_negatives
+from omnisearchsage.trainer.hard_negatives import mine_from_vectors
 from omnisearchsage.trainer.loss import pair_key
 
 log = logging.getLogger(__name__)
@@ -122,27 +122,6 @@ def no_duplicate_batches(queries: np.ndarray, entities: np.ndarray, size: int, s
             pending = rest
     per_epoch = len(out) / np.ceil(epochs)
     return out[: max(1, round(per_epoch * epochs))]
-
-
-def mine_stage_negatives(queries: torch.Tensor, entities: torch.Tensor, vector_rows: np.ndarray,
-                         query_rows: np.ndarray, cand_rows: np.ndarray, per_pair: int,
-                         cfg: HardNegativeConfig) -> np.ndarray:
-    """Hard negatives of every pair from the untuned body's vectors: int64 [pairs, per_pair] entity
-    rows, -1 where fewer qualify. ``queries`` [distinct training queries, hidden] and ``entities``
-    [catalogue, hidden] are L2-normalised; pair i is (``query_rows[i]``, ``cand_rows[i]``) and its
-    query's vector is ``queries[vector_rows[i]]``."""
-    k = min(cfg.candidates, len(entities))
-    top_scores, top_rows = [], []
-    for start in range(0, len(queries), SCORE_CHUNK):
-        scores, rows = (queries[start : start + SCORE_CHUNK] @ entities.T).topk(k, dim=1)
-        top_scores.append(scores)
-        top_rows.append(rows)
-    scores, rows = torch.cat(top_scores).numpy(), torch.cat(top_rows).numpy().astype(np.int64)
-    pos_scores = (queries[torch.from_numpy(vector_rows)] * entities[torch.from_numpy(cand_rows)]).sum(1).numpy()
-    positives = np.sort(pair_key(torch.from_numpy(query_rows), torch.from_numpy(cand_rows)).numpy())
-    return select_hard_negatives(query_rows, pos_scores, rows[vector_rows], scores[vector_rows], positives,
-                                 HardNegativeConfig(per_pair=per_pair, candidates=k,
-                                                    relative_margin=cfg.relative_margin))
 
 
 def with_hard_negatives(logits: torch.Tensor, hard: np.ndarray, draw: np.random.Generator,
@@ -235,8 +214,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
 
     hard = None
     if cfg.fine_tune_hard_negatives:
-        hard = mine_stage_negatives(vectors(q_states), vectors(e_states), q_index[task.query_rows],
-                                    task.query_rows, task.cand_rows, cfg.fine_tune_hard_negatives, cfg.hard)
+        hard = mine_from_vectors(vectors(q_states), vectors(e_states), q_index[task.query_rows], task.query_rows,
+                                 task.cand_rows, replace(cfg.hard, per_pair=cfg.fine_tune_hard_negatives))
         log.info("siamese stage: %.1f hard negatives per pair after the guard",
                  float((hard >= 0).sum(1).mean()))
     positives = torch.sort(pair_key(torch.from_numpy(task.query_rows), torch.from_numpy(task.cand_rows))).values
