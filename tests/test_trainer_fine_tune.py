@@ -149,11 +149,22 @@ def test_hard_negative_columns_are_masked_for_rows_they_are_positive_for():
     assert torch.isinf(out[2, 4]) and torch.isfinite(out[:2, 3:]).all() and torch.isfinite(out[2, 3])
 
 
-def test_stage_with_hard_negatives_trains_and_reports_mining(request):
+def test_stage_with_hard_negatives_trains_with_dropout_and_reports_mining(request, monkeypatch):
+    """Mining embeds the catalogue with dropout off; the steps after it must train with it on again."""
     ws, _ = request.getfixturevalue("anchored_ws")
     cfg = replace(FROZEN, steps=2, lr=1e-2, fine_tune_batch_size=4, pretrained_lr_scale=0.5,
                   fine_tune_hard_negatives=2)
+    modes = []  # (gradients on, the top layer in training mode) of every top-layer pass
+    real = TransformerQueryTower.pool_upper
+
+    def recording(self, hidden, mask, start):
+        modes.append((torch.is_grad_enabled(), self.layers[-1].training))
+        return real(self, hidden, mask, start)
+
+    monkeypatch.setattr(TransformerQueryTower, "pool_upper", recording)
     train(ws, cfg, "hard")
+    assert {training for grad, training in modes if grad} == {True}
+    assert {training for grad, training in modes if not grad} == {False}
     summary = read_summary(ws.run_dir("hard"))
     assert summary["siamese"]["steps"] >= 1 and "mining_s" in summary["siamese"]
     assert _body(ws, "hard") != {}

@@ -190,7 +190,7 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
 
     def vectors(states: LowerStates) -> torch.Tensor:
         """Every text's pooled vector, dropout off, batched by length: float32 [texts, hidden] on the CPU."""
-        was_training = tower.transformer.training
+        modes = [layer.training for layer in layers[frozen:]]  # the learning layers train with dropout
         tower.transformer.eval()
         out = torch.empty(len(states.lengths), tower.transformer.config.hidden_size)
         order = np.argsort(states.lengths.numpy(), kind="stable")
@@ -198,8 +198,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
             for start in range(0, len(order), batch_rows):
                 rows = order[start : start + batch_rows]
                 out[torch.from_numpy(rows)] = pooled(states, rows).cpu()
-        for layer in layers[frozen:]:
-            layer.train(was_training)
+        for layer, mode in zip(layers[frozen:], modes, strict=True):
+            layer.train(mode)
         return out
 
     batch_rows = cfg.export_batch_size // 8  # rows of the lower layers' padded batches
