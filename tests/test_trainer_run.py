@@ -37,7 +37,6 @@ from omnisearchsage.trainer.loop import (
     checkpoints,
     load_checkpoint,
     model_spec,
-    sample,
     task_prefixes,
     train,
 )
@@ -177,7 +176,7 @@ def test_compat_tasks_score_their_own_head_and_the_main_tasks_never_move_it(ws: 
 
 def test_compat_tasks_also_score_the_retrieval_pairs_of_their_kind(ws: Workspace):
     data = _data(ws)
-    plain, shared = data.sample(3), sample(data, 3, 0, 1, compat_shared=True)
+    plain, shared = data.sample(3), data.sample(3, 0, 1, compat_shared=True)
     for compat, main, kind in (("compat-pin", "query-pin", "pin"), ("compat-product", "query-product", "product")):
         own, drawn, got = plain[compat], plain[main], shared[compat]
         n = len(own.pos_rows)
@@ -188,7 +187,7 @@ def test_compat_tasks_also_score_the_retrieval_pairs_of_their_kind(ws: Workspace
         assert (set(zip(got.query_rows[n:], got.pos_rows[n:]))
                 == set(zip(drawn.query_rows[has[drawn.pos_rows]], drawn.pos_rows[has[drawn.pos_rows]])))
     assert np.array_equal(shared["query-pin"].pos_rows, plain["query-pin"].pos_rows)  # retrieval tasks unchanged
-    off = sample(data, 3, 0, 1, compat_shared=False)
+    off = data.sample(3, 0, 1, compat_shared=False)
     assert np.array_equal(off["compat-pin"].pos_rows, plain["compat-pin"].pos_rows)
 
 
@@ -226,10 +225,10 @@ def test_resume_after_interrupt_reproduces_the_loss_trajectory(ws: Workspace, tr
                                                                monkeypatch: pytest.MonkeyPatch):
     original = TrainingData.sample
 
-    def interrupt(self, step, rank=0, world=1):
+    def interrupt(self, step, rank=0, world=1, compat_shared=False):
         if step == 12:  # Ctrl-C while step 13 is being prepared: the step finishes, then a checkpoint
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, step, rank, world)
+        return original(self, step, rank, world, compat_shared)
 
     monkeypatch.setattr(TrainingData, "sample", interrupt)
     with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after step 13") as info:

@@ -239,8 +239,14 @@ class TrainingData:
         return torch.from_numpy((np.log((docs + 1) / (df + 1)) + offset).astype(np.float32))
 
     # -------------------------------------------------------------- sampling
-    def sample(self, step: int, rank: int = 0, world: int = 1) -> dict[str, TaskSample]:
-        """The rows every task uses at ``step`` on process ``rank`` of ``world`` (deterministic)."""
+    def sample(self, step: int, rank: int = 0, world: int = 1, compat_shared: bool = False) -> dict[str, TaskSample]:
+        """The rows every task uses at ``step`` on process ``rank`` of ``world`` (deterministic); with
+        ``compat_shared`` each compat task also scores the pairs the retrieval task of its kind drew
+        (``TrainConfig.compat_shared_pairs``).
+
+        Only entities with a legacy embedding can be a compat positive: the shared pairs whose entity has
+        none are replaced by shared pairs that have one (cycled), so every step of every process scores
+        the same number of pairs (the gathers of a multi-process step need equal sizes)."""
         out = {}
         for i, task in enumerate(self.tasks.values()):
             idx = _epoch_positions(task.pairs, task.batch_size, step * world + rank, (self.seed, i))
@@ -249,7 +255,30 @@ class TrainingData:
             hard = self.hard_rows.get(task.name)
             out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg,
                                         None if hard is None else hard[idx])
+        if not compat_shared:
+            return out
+        own_samples = dict(out)
+        for name, task in self.tasks.items():
+            main = self.shared_task(name)
+            if main is None:
+                continue
+            own, shared = own_samples[name], own_samples[main]
+            keep, n = np.flatnonzero(self.catalogues[task.candidate].has_legacy[shared.pos_rows]), len(shared.pos_rows)
+            if len(keep):
+                query_rows, pos_rows = shared.query_rows[np.resize(keep, n)], shared.pos_rows[np.resize(keep, n)]
+            else:  # not one has: the task's own pairs again, so the size stays
+                query_rows, pos_rows = np.resize(own.query_rows, n), np.resize(own.pos_rows, n)
+            out[name] = TaskSample(np.concatenate([own.query_rows, query_rows]),
+                                   np.concatenate([own.pos_rows, pos_rows]), own.neg_rows)
         return out
+
+    def shared_task(self, name: str) -> str | None:
+        """The retrieval task whose pairs compat task ``name`` also scores (None: not a compat task, or
+        its kind has no retrieval task in this run)."""
+        task = self.tasks[name]
+        if not task.frozen:
+            return None
+        return next((m for m, t in self.tasks.items() if t.candidate == task.candidate and not t.frozen), None)
 
     def batch(self, samples: dict[str, TaskSample],
               tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]] | None = None) -> StepBatch:

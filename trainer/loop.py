@@ -4,7 +4,7 @@
     model     = TwoTowerModel(cfg.model, spec)        query tower + entity tower
     criterion = MultiTaskLoss(cfg.loss, ...)          one sampled softmax per task
     for step in range(start, cfg.steps):
-        batch = data.batch(sample(data, step))        a pure function of (seed, step, rank)
+        batch = data.batch(data.sample(step))         a pure function of (seed, step, rank)
         loss  = objective(batch)                      towers -> per-task pairs -> weighted losses
         backward; clip; lr = warmup + cosine; optimizer step
         every log_every steps: metrics.jsonl          every checkpoint_minutes: a checkpoint
@@ -61,7 +61,7 @@ from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import StepBatch, TaskSample, TrainingData, encoder_texts, load_training_data
+from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
 from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
@@ -209,7 +209,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
             if cfg.hard.per_pair and (step == start or step % cfg.hard.refresh_every == 0):
                 mine(model, data, cfg.hard, tokenize, cfg.export_batch_size, step)
             torch.manual_seed(_step_seed(cfg.seed, step))  # dropout depends on (seed, step) only
-            batch = data.batch(sample(data, step, rank, world, cfg.compat_shared_pairs), tokenize).to(accelerator.device)
+            batch = data.batch(data.sample(step, rank, world, cfg.compat_shared_pairs), tokenize).to(accelerator.device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -407,49 +407,13 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
-def sample(data: TrainingData, step: int, rank: int = 0, world: int = 1,
-           compat_shared: bool = True) -> dict[str, TaskSample]:
-    """The rows every task uses at ``step`` (``TrainingData.sample``); with ``compat_shared`` each compat
-    task also scores the pairs the retrieval task of its kind drew (``TrainConfig.compat_shared_pairs``).
-
-    Only entities with a legacy embedding can be a compat positive: the shared pairs whose entity has
-    none are replaced by shared pairs that have one (cycled), so every step of every process scores
-    the same number of pairs (the gathers of a multi-process step need equal sizes)."""
-    samples = data.sample(step, rank, world)
-    if not compat_shared:
-        return samples
-    out = dict(samples)
-    for name, task in data.tasks.items():
-        main = shared_task(data, name)
-        if main is None:
-            continue
-        own, shared = samples[name], samples[main]
-        keep, n = np.flatnonzero(data.catalogues[task.candidate].has_legacy[shared.pos_rows]), len(shared.pos_rows)
-        if len(keep):
-            query_rows, pos_rows = shared.query_rows[np.resize(keep, n)], shared.pos_rows[np.resize(keep, n)]
-        else:  # not one has: the task's own pairs again, so the size stays
-            query_rows, pos_rows = np.resize(own.query_rows, n), np.resize(own.pos_rows, n)
-        out[name] = TaskSample(np.concatenate([own.query_rows, query_rows]), np.concatenate([own.pos_rows, pos_rows]),
-                               own.neg_rows)
-    return out
-
-
-def shared_task(data: TrainingData, name: str) -> str | None:
-    """The retrieval task whose pairs compat task ``name`` also scores (None: not a compat task, or
-    its kind has no retrieval task in this run)."""
-    task = data.tasks[name]
-    if not task.frozen:
-        return None
-    return next((m for m, t in data.tasks.items() if t.candidate == task.candidate and not t.frozen), None)
-
-
 def loss_shares(cfg: TrainConfig, data: TrainingData) -> dict[str, float]:
     """Each task's weight in the step's loss: its share of the pairs the step scores (so the loss is the
     mean per scored pair). A compat task that also scores its retrieval task's pairs holds both shares."""
     shares = {t: float(cfg.task_shares.get(t, 1.0)) for t in data.tasks}
     if cfg.compat_shared_pairs:
         for name in data.tasks:
-            main = shared_task(data, name)
+            main = data.shared_task(name)
             if main is not None:
                 shares[name] += shares[main]
     return shares
@@ -460,7 +424,7 @@ def replay_sketches(criterion: MultiTaskLoss, data: TrainingData, steps: int, wo
     """Rebuild every task's count-min sketches by re-drawing the ids of steps ``[0, steps)``."""
     device = next(criterion.parameters()).device
     for step in range(steps):
-        per_rank = [sample(data, step, r, world, compat_shared) for r in range(world)]
+        per_rank = [data.sample(step, r, world, compat_shared) for r in range(world)]
         for name, loss in criterion.tasks.items():
             ids = {f: torch.from_numpy(np.concatenate([getattr(s[name], f) for s in per_rank])).to(device)
                    for f in ("query_rows", "pos_rows", "neg_rows")}
