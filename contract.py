@@ -82,6 +82,7 @@ F32List = pl.List(pl.Float32())
 I32List = pl.List(pl.Int32())
 StrList = pl.List(pl.Utf8())
 Ts = pl.Datetime("us")
+Bool = pl.Boolean()
 
 # ---------------------------------------------------------------- raw inputs
 PINS = TableSchema(
@@ -157,7 +158,8 @@ def _truth_table(kind: str, id_col: str) -> TableSchema:
         f"truth_{kind}",
         f"truth/{kind}.parquet",
         (Column(id_col, Str), Column("topic", Str), Column("concept", Str),
-         Column("image_words", StrList), Column("image_description", Str), Column("attributes", StrList, True)),
+         Column("image_words", StrList), Column("image_description", Str), Column("attributes", StrList, True),
+         Column("fresh", Bool)),
         key=(id_col,),
     )
 

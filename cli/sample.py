@@ -22,7 +22,7 @@ def _stats_table(stats: WorldStats, root: Path) -> Table:
     for name in ("pins", "products", "boards", "board_pins", "engagements", "queries", "image_files",
                  "engagements_last_7_days"):
         table.add_row(name.replace("_", " "), f"{getattr(stats, name):,}")
-    for name in ("pins_without_text", "pins_with_alt_text", "pins_on_a_board"):
+    for name in ("pins_without_text", "pins_with_alt_text", "pins_on_a_board", "pins_fresh"):
         table.add_row(name.replace("_", " "), f"{getattr(stats, name):.1%}")
     table.add_row("query languages", ", ".join(f"{k} {v:.1%}" for k, v in stats.query_langs.items()))
     table.add_row("seconds", f"{stats.seconds:.1f}")

@@ -41,8 +41,10 @@ class WorldConfig:
     topic_zipf: float = 0.5
     #: Query popularity ~ rank^-s: a short head and a long tail.
     query_zipf: float = 0.9
-    #: Pin/product popularity ~ rank^-s within their (topic, concept).
-    entity_zipf: float = 0.8
+    #: Pin/product popularity ~ rank^-s within their (topic, concept). Mild on purpose: with a
+    #: steep curve which pin of a well-matched group an engagement names is mostly popularity,
+    #: which any model memorises from any per-entity feature, so no enrichment could show.
+    entity_zipf: float = 0.3
 
     # ---- pin text
     #: Pins with neither title nor description (the paper: 71% coverage).
@@ -57,13 +59,19 @@ class WorldConfig:
     typo_prob: float = 0.03
     #: Pins and products still without a legacy embedding (new entities).
     legacy_missing_share: float = 0.02
+    #: Fresh pins: created ``fresh_days`` before the log ends, after the training cutoff (the split
+    #: keeps a 15-day gap and a 7-day test window), so they have no training engagement and no
+    #: engaged queries; the test window engages them like any pin. What a new pin has is its own
+    #: text, image (captions), legacy embedding and boards, which is where enrichment must carry it.
+    fresh_pin_share: float = 0.3
+    fresh_days: int = 21
 
     # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
     #: Values of each attribute kind a topic uses (drawn per world); an entity has one of each.
     attr_values_per_topic: int = 4
     #: Per attribute kind: the chance a pin's title (and, independently, its description) names
     #: the pin's value; products name more of theirs (shop titles list colour, material, audience).
-    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.2, 0.15, 0.2)
+    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.1, 0.05, 0.2)
     product_text_attr_prob: tuple[float, ...] = (0.5, 0.3, 0.5, 0.3, 0.2, 0.4)
     #: A named attribute is another value of the topic instead (careless or misleading text).
     text_attr_noise_prob: float = 0.1
@@ -73,6 +81,9 @@ class WorldConfig:
     query_modifier_prob: float = 0.25
     #: Shares of queries asking for a concept plus 0, 1 or 2 attributes (kinds drawn uniformly).
     query_attr_counts: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    #: Relative chance of each attribute kind being asked (lexicon order): style and occasion,
+    #: which mostly board titles reveal, are what people search Pinterest for most.
+    query_kind_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 2.0, 1.0)
 
     # ---- products
     product_brand_prob: float = 0.9
@@ -82,7 +93,7 @@ class WorldConfig:
     # ---- boards
     #: Pins saved to at least one board; each such pin is on 1 + Poisson(extra) boards.
     on_board_share: float = 0.90
-    extra_boards_mean: float = 0.6
+    extra_boards_mean: float = 1.5
     #: Board saves within the pin's topic; generic, uninformative board titles ("favs").
     board_topic_match: float = 0.9
     board_generic_title_prob: float = 0.1
@@ -93,7 +104,7 @@ class WorldConfig:
     #: Boards titled with a style or an occasion word ("boho living room", "party nails"), and
     #: saves that go to a board naming the pin's own style or occasion (else any of the topic).
     board_facet_prob: float = 0.8
-    board_facet_match: float = 0.75
+    board_facet_match: float = 0.9
 
     # ---- engagements
     #: Entity types of engagements: pin, product, query (related-query click).
@@ -104,7 +115,7 @@ class WorldConfig:
     #: An engagement looks at this many entities of its (topic, concept), drawn by popularity, and
     #: takes the one matching most of the query's attributes (the most popular among equals); with
     #: probability 1 - ``attr_match`` it ignores the attributes and takes the first.
-    attr_candidates: int = 8
+    attr_candidates: int = 32
     attr_match: float = 0.9
     pin_actions: dict[str, float] = field(
         default_factory=lambda: {"save": 0.25, "long_click": 0.25, "click": 0.5})

@@ -27,8 +27,9 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   image (captions)    topic (shape + background), concept (frame colour), and the entity's
                       colour and pattern as far as its concept's few image files show them;
                       never material, style, occasion or audience. ~30% of pins have alt text
-  board titles        the board's topic plus a style or occasion word; pins are saved mostly
-                      to boards naming their own style or occasion
+  board titles        the board's topic (its head word, never a concept of it) plus a style or
+                      occasion word; pins are saved mostly to boards naming their own style or
+                      occasion. Text names style and occasion rarely, so boards are their source
   engaged queries     (built by ``omni enrich queries``) the words users typed to reach the
                       entity in the training window: concept and the asked attributes
   ==================  =====================================================================
@@ -37,6 +38,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
 * Images: each unique image file shows one (topic, concept, colour, pattern). Pins and products
   draw their own colour and pattern, then pick an image of their (topic, concept) showing that
   look, else that colour, else any (by popularity), so many pins share one file, the way repins do.
+* Fresh pins (``fresh_pin_share``): created ``fresh_days`` before the log ends, after the training
+  cutoff, so they are engaged only in the gap and the test window and have no engaged queries.
 * Products: brand, title, description, image and legacy embedding in the same space.
 * Boards: human-written titles ("my boho living room 😍", typos, generic "favs"); ~90% of pins
   are saved to at least one board, mostly boards of their own topic.
@@ -106,6 +109,7 @@ _PRE_LANGS = (LANGS.index("en"), LANGS.index("de"))
 # Independent random streams, so changing one table's size never changes another table.
 _STREAM_WORLD, _STREAM_IMAGES, _STREAM_PINS, _STREAM_PRODUCTS = 1, 2, 3, 4
 _STREAM_BOARDS, _STREAM_QUERIES, _STREAM_ENGAGEMENTS, _STREAM_VOCAB = 5, 6, 7, 8
+_STREAM_FRESH = 9
 
 
 @dataclass
@@ -124,6 +128,8 @@ class WorldStats:
     pins_without_text: float = 0.0
     pins_with_alt_text: float = 0.0
     pins_on_a_board: float = 0.0
+    #: Pins created after the training cutoff (no training engagement).
+    pins_fresh: float = 0.0
     #: Share of distinct queries asking for 0, 1 and 2 attributes.
     query_attr_counts: list[float] = field(default_factory=list)
     engagements_last_7_days: int = 0
@@ -410,6 +416,12 @@ class _Entities:
     #: int8 [n, N_KINDS]: each entity's value of every attribute kind.
     attrs: np.ndarray
     sampler: _BlockSampler
+    #: Entities created ``fresh_days`` before the log ends (none: every entity exists throughout).
+    fresh: np.ndarray | None = None
+    #: The entities that are not fresh and a block sampler over them (positions into ``settled``), for
+    #: the rare engagement before the cutoff whose candidates are all fresh (small blocks).
+    settled: np.ndarray | None = None
+    settled_sampler: _BlockSampler | None = None
 
 
 def _draw_entities(world: _World, images: _Images, stream: int, n: int, prefix: str
@@ -456,6 +468,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
     cfg, v = world.cfg, world.vocab
     n = cfg.pins
     img, topic, concept, attrs, weight, ids = _draw_entities(world, images, _STREAM_PINS, n, "p")
+    fresh = _rng(world.seed, _STREAM_FRESH).random(n) < cfg.fresh_pin_share
     pins_w = _TableWriter(ws, PINS, stack)
     truth_w = _TableWriter(ws, TRUTH_PINS, stack)
     bp_w = _TableWriter(ws, BOARD_PINS, stack)
@@ -502,6 +515,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
             truth_w.write(pl.DataFrame([
                 pid.alias("pin_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),
                 images.words.gather(im), images.descriptions.gather(im), _attr_names(a),
+                pl.Series("fresh", fresh[lo:hi]),
             ]))
             # Board saves: most pins on 1 + Poisson boards, mostly boards of their own topic, and
             # mostly boards whose title names the pin's own style or occasion.
@@ -522,7 +536,10 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
             bar.advance(m)
     stats.pins, stats.board_pins = n, bp_w.rows
     stats.pins_without_text, stats.pins_with_alt_text, stats.pins_on_a_board = no_text / n, alt / n, on_board / n
-    return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS))
+    stats.pins_fresh = float(fresh.mean())
+    settled = np.flatnonzero(~fresh)
+    return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS), fresh, settled,
+                     _BlockSampler(topic[settled], concept[settled], weight[settled], N_CONCEPTS))
 
 
 def _names(topic: np.ndarray) -> pl.Series:
@@ -579,6 +596,7 @@ def _products(world: _World, ws: Workspace, images: _Images, stats: WorldStats,
         truth_w.write(pl.DataFrame([
             pid.alias("product_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),
             images.words.gather(im), images.descriptions.gather(im), _attr_names(a),
+            pl.Series("fresh", np.zeros(m, bool)),
         ]))
     stats.products = n
     return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS))
@@ -608,9 +626,10 @@ def _boards(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.E
     cover = min(n, N_TOPICS)
     topic = np.concatenate([np.arange(cover), world.topics(r, n - cover)])
     lang = world.langs(r, n)
-    concept = np.where(r.random(n) < 0.5, 0, r.integers(0, N_CONCEPTS, n))
     generic = r.random(n) < cfg.board_generic_title_prob
-    keyword = v.misspell(r, v.concept(r, topic, lang, concept), cfg.board_typo_prob)
+    # A board is about an interest, not one concept of it: its keyword is the topic's head word
+    # (concept 0), so board titles never name a concept the pin is not.
+    keyword = v.misspell(r, v.concept(r, topic, lang, np.zeros(n, np.int64)), cfg.board_typo_prob)
     has_facet = ~generic & (r.random(n) < cfg.board_facet_prob)
     kind = np.where(r.random(n) < 0.5, _STYLE, _OCCASION)
     value = world.topic_values[topic, kind, r.integers(0, cfg.attr_values_per_topic, n)].astype(np.int64)
@@ -659,7 +678,10 @@ def _queries(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.
     # A concept plus 0-2 attributes of distinct kinds: each row ranks the kinds at random and asks
     # for the first ``n_attr``.
     n_attr = r.choice(3, n, p=np.asarray(cfg.query_attr_counts) / sum(cfg.query_attr_counts))
-    kind_rank = np.argsort(np.argsort(r.random((n, N_KINDS)), axis=1), axis=1)
+    # Kinds drawn without replacement with ``query_kind_weights``: exponential keys E / w, the
+    # smallest first (the Efraimidis-Spirakis draw, one vectorised sort per query).
+    keys = r.exponential(size=(n, N_KINDS)) / np.asarray(cfg.query_kind_weights, np.float64)
+    kind_rank = np.argsort(np.argsort(keys, axis=1), axis=1)
     asked = np.where(kind_rank < n_attr[:, None], world.attributes(r, topic, tuple(range(N_KINDS))), -1)
     words = [v.misspell(r, v.attribute(r, k, lang, asked[:, k].astype(np.int64)), cfg.query_typo_prob)
              for k in range(N_KINDS)]
@@ -697,14 +719,21 @@ def _queries(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.
 
 # ----------------------------------------------------------------------------- engagements
 def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept: np.ndarray, asked: np.ndarray,
-          cfg: WorldConfig) -> np.ndarray:
+          created: np.ndarray, cfg: WorldConfig) -> np.ndarray:
     """The engaged entity of each row: of ``attr_candidates`` popularity draws in the (topic,
-    concept) block, the first matching most of the asked attributes (with ``attr_match``)."""
+    concept) block that exist at the row's time (``created``: whether fresh entities do), the first
+    matching most of the asked attributes (with ``attr_match``, else the first that exists)."""
     k = cfg.attr_candidates
     cand = ents.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
+    exists = np.ones(cand.shape, bool) if ents.fresh is None else ~ents.fresh[cand] | created[:, None]
     match = ((asked[:, None, :] >= 0) & (ents.attrs[cand] == asked[:, None, :])).sum(axis=2)
-    best = np.where(rng.random(len(topic)) < cfg.attr_match, np.argmax(match, axis=1), 0)
-    return cand[np.arange(len(topic)), best]
+    match = np.where(exists, match, -1)
+    best = np.where(rng.random(len(topic)) < cfg.attr_match, np.argmax(match, axis=1), np.argmax(exists, axis=1))
+    chosen = cand[np.arange(len(topic)), best]
+    none = ~exists.any(axis=1)
+    if none.any():  # every candidate is fresh: take an entity that exists, of the block if it has one
+        chosen[none] = ents.settled[ents.settled_sampler.draw(rng, topic[none], concept[none])]
+    return chosen
 
 
 def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, products: _Entities,
@@ -724,6 +753,7 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, pro
     span_us = cfg.days * 86_400_000_000
     start_us = int(start.replace(tzinfo=timezone.utc).timestamp()) * 1_000_000
     test_from_us = start_us + span_us - 7 * 86_400_000_000
+    fresh_from_us = start_us + span_us - cfg.fresh_days * 86_400_000_000
     n_chunks = max(1, -(-n // cfg.chunk_rows))
     writer = _TableWriter(ws, ENGAGEMENTS, stack)
     lang_counts = np.zeros(len(LANGS), np.int64)
@@ -732,6 +762,11 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, pro
         for chunk, lo, hi in _chunks(n, cfg.chunk_rows):
             r = _rng(world.seed, _STREAM_ENGAGEMENTS, chunk)
             m = hi - lo
+            # Time: chunk k covers the k-th slice of the (growing) traffic, sorted, so the file is
+            # ordered by ts and a reader can skip row groups outside a window.
+            u = (chunk + np.sort(r.random(m))) / n_chunks
+            frac = np.log1p(u * (cfg.growth - 1)) / np.log(cfg.growth)
+            ts_us = start_us + (frac * span_us).astype(np.int64)
             qi = np.minimum(np.searchsorted(q.cum, r.random(m)), len(q.cum) - 1)
             etype = r.choice(3, m, p=type_p)
             topic = np.where(r.random(m) < cfg.topic_match, q.topic[qi], world.topics(r, m))
@@ -743,7 +778,8 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, pro
                 (1, products, n_pins, prod_act, prod_act_p),
             ):
                 sel = etype == kind
-                gidx[sel] = offset + _pick(r, ents, topic[sel], concept[sel], q.asked[qi[sel]], cfg)
+                gidx[sel] = offset + _pick(r, ents, topic[sel], concept[sel], q.asked[qi[sel]],
+                                           ts_us[sel] >= fresh_from_us, cfg)
                 action[sel] = r.choice(acts, int(sel.sum()), p=act_p)
             sel = etype == 2
             related = q.sampler.draw(r, topic[sel], concept[sel])
@@ -751,11 +787,6 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, pro
             same = related == qi[sel]
             related[same] = q.sampler.neighbour(related[same])
             gidx[sel] = n_pins + n_prods + related
-            # Time: chunk k covers the k-th slice of the (growing) traffic, sorted, so the file is
-            # ordered by ts and a reader can skip row groups outside a window.
-            u = (chunk + np.sort(r.random(m))) / n_chunks
-            frac = np.log1p(u * (cfg.growth - 1)) / np.log(cfg.growth)
-            ts_us = start_us + (frac * span_us).astype(np.int64)
             writer.write(pl.DataFrame([
                 pl.Series("ts", ts_us).cast(pl.Datetime("us")),
                 q.text.gather(qi).alias("query"),

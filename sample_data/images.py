@@ -27,12 +27,13 @@ from omnisearchsage.sample_data.lexicon import (
     TOPICS,
 )
 
-#: Shape radius as a fraction of the image side: one big shape, or up to three smaller ones.
+#: Shape radius as a fraction of the side inside the frame: one big shape, or up to three smaller ones.
 _SINGLE_RADIUS = (0.22, 0.32)
 _MULTI_RADIUS = (0.12, 0.18)
 _STAR_INNER = 0.45
-#: The frame (concept colour) is this fraction of the image side wide.
-_FRAME = 0.07
+#: The frame (concept colour) is this fraction of the image side wide: at 64 px about half a
+#: 16-px patch, wide enough for the small captioner to tell the concept; shapes stay inside it.
+_FRAME = 0.14
 #: Pattern marks (stripes, dots, checks) are drawn in this colour inside the shapes, every
 #: ``_PATTERN_PERIOD`` of the image side.
 _PATTERN_INK = (250, 250, 250)
@@ -145,19 +146,20 @@ def _pattern_mask(pattern: str, size: int) -> Image.Image:
 
 def draw_image(spec: ImageSpec, rng: np.random.Generator, size: int, jitter: int) -> Image.Image:
     """Render ``spec`` as an RGB image of ``size`` x ``size`` pixels: shapes filled with the colour
-    and the pattern's marks, then the concept's frame on top (so a corner shows the frame)."""
+    and the pattern's marks inside the concept's frame."""
     img = Image.new("RGB", (size, size), _jitter(BACKGROUNDS[spec.background], rng, jitter))
     shapes = Image.new("L", (size, size), 0)
     draw, mask = ImageDraw.Draw(img), ImageDraw.Draw(shapes)
     lo, hi = _SINGLE_RADIUS if spec.count == 1 else _MULTI_RADIUS
+    width = max(2, round(size * _FRAME))
+    inner = size - 2 * width
     for _ in range(spec.count):
-        r = size * rng.uniform(lo, hi)
-        cx, cy = rng.uniform(r, size - r, 2)
+        r = inner * rng.uniform(lo, hi)
+        cx, cy = width + rng.uniform(r, inner - r, 2)
         _draw_shape(draw, spec.shape, float(cx), float(cy), float(r), _jitter(FILLS[spec.fill], rng, jitter))
         _draw_shape(mask, spec.shape, float(cx), float(cy), float(r), 255)  # type: ignore[arg-type]
     marks = np.minimum(np.asarray(_pattern_mask(spec.pattern_word, size)), np.asarray(shapes))
     img.paste(_PATTERN_INK, mask=Image.fromarray(marks))
-    width = max(2, round(size * _FRAME))
     ImageDraw.Draw(img).rectangle((0, 0, size - 1, size - 1), outline=_jitter(FRAMES[spec.concept], rng, jitter),
                                   width=width)
     return img

@@ -17,6 +17,7 @@ from omnisearchsage.contract import (
     PINS,
     PRODUCTS,
     TRUTH_PINS,
+    TRUTH_PRODUCTS,
     TRUTH_QUERIES,
     Workspace,
 )
@@ -206,22 +207,39 @@ def _pins_with_channels(ws: Workspace) -> pl.DataFrame:
 
 
 def test_each_channel_reveals_its_own_attributes(tiny_ws: Workspace) -> None:
-    """The documented channel story: text names some of everything, the image the visual attributes
-    only, board titles style/occasion only; together they reveal what no single channel does."""
+    """The documented channel story: text names some of everything (style and occasion rarely), the
+    image the visual attributes only, board titles style/occasion only and far more often than text;
+    together they reveal what no single channel does."""
     pins = _pins_with_channels(tiny_ws)
     with_text, on_boards = pins.filter(pl.col("text") != ""), pins.filter(pl.col("boards").is_not_null())
     for kind in ATTRIBUTE_KINDS:
-        assert 0.12 < _named_share(with_text, "text", kind) < 0.55, kind  # some attributes, not all
+        text = _named_share(with_text, "text", kind)
         if kind not in ("colour", "pattern"):  # what the image shows: test_images_show_the_entity_look
             assert _named_share(pins, "image_description", kind) < 0.03, kind
         boards = _named_share(on_boards, "boards", kind)
-        assert boards > 0.1 if kind in ("style", "occasion") else boards == 0.0, kind
+        if kind in ("style", "occasion"):
+            # The tiny world has 120 boards for 40 topics x 9 facets, so many pins fall back to a board
+            # of another facet; on the small world boards name it for about half of the pins.
+            assert 0.02 < text < 0.2 and boards > 0.15 and boards > 1.5 * text, (kind, text, boards)
+        else:
+            assert 0.12 < text < 0.55 and boards == 0.0, (kind, text, boards)  # some attributes, not all
     # Text names the concept (a synonym, any language) on nearly every pin that has text.
     synonyms = {(t.name, c[0]): {f for lang in LANGS for f in t.concepts(lang)[i]}
                 for t in TOPICS for i, c in enumerate(t.concepts("en"))}
     named = [any(f in text.lower() for f in synonyms[(topic, concept)])
              for text, topic, concept in with_text.select("text", "topic", "concept").iter_rows()]
     assert np.mean(named) > 0.9
+
+
+def test_board_titles_name_the_interest_never_a_concept_of_it(tiny_ws: Workspace) -> None:
+    """A board is about an interest (its head word) plus a style or occasion: its title never names one
+    concept of the interest, so it cannot tell a pin's concept, right or wrong."""
+    titles = [f" {t.lower()} " for t in _read(tiny_ws, BOARDS)["title"]]
+    heads = {f for t in TOPICS for lang in LANGS for f in t.concepts(lang)[0]}
+    concepts = {f for t in TOPICS for lang in LANGS for c in t.concepts(lang)[1:] for f in c} - heads
+    named_head = np.mean([any(f" {f} " in t for f in heads) for t in titles])
+    named_concept = np.mean([any(f" {f} " in t for f in concepts) for t in titles])
+    assert named_head > 0.6 and named_concept < 0.02, (named_head, named_concept)
 
 
 def _nearest_centroid_accuracy(emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -297,7 +315,11 @@ def test_queries_ask_a_concept_and_up_to_two_attributes(tiny_ws: Workspace) -> N
     shares = [(n_attr == k).mean() for k in range(3)]
     assert all(s > 0.15 for s in shares), shares
     kinds = queries["attributes"].explode().drop_nulls().str.split("=").list.first()
-    assert set(kinds) == set(ATTRIBUTE_KINDS) and kinds.value_counts()["count"].min() > 0.08 * kinds.len()
+    counts = dict(kinds.value_counts().iter_rows())
+    assert set(counts) == set(ATTRIBUTE_KINDS) and min(counts.values()) > 0.06 * kinds.len()
+    # Style and occasion (query_kind_weights 2) are asked about more often than any other kind.
+    others = [counts[k] for k in ATTRIBUTE_KINDS if k not in ("style", "occasion")]
+    assert min(counts["style"], counts["occasion"]) > 1.4 * max(others), counts
     # No query asks two values of one kind.
     assert (queries["attributes"].list.eval(pl.element().str.split("=").list.first()).list.n_unique()
             == n_attr).all()
@@ -320,6 +342,21 @@ def test_engagements_prefer_entities_with_the_asked_attributes(tiny_ws: Workspac
 
     assert joined.height > 1000
     assert matched("attributes") > matched("other") + 0.1, (matched("attributes"), matched("other"))
+
+
+def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspace) -> None:
+    """About 30% of the pins are created after the cutoff: no training-window engagement (so no engaged
+    queries), but the test window engages them about as often as the rest."""
+    truth = _read(tiny_ws, TRUTH_PINS)
+    assert truth["fresh"].mean() == pytest.approx(world_config("tiny").fresh_pin_share, abs=0.05)
+    assert not _read(tiny_ws, TRUTH_PRODUCTS)["fresh"].any()
+    split = TimeSplit.for_workspace(tiny_ws)
+    eng = (_read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
+           .join(truth.select("pin_id", "fresh"), left_on="entity_id", right_on="pin_id"))
+    assert eng.filter(pl.col("fresh") & (pl.col("ts") < split.train_end)).is_empty()
+    test = eng.filter(pl.col("ts") >= split.test_start)
+    per_pin = test["fresh"].mean() / truth["fresh"].mean(), (~test["fresh"]).mean() / (~truth["fresh"]).mean()
+    assert 0.5 < per_pin[0] / per_pin[1] < 2.0, per_pin
 
 
 def test_no_channel_carries_ids_or_engagements(tiny_ws: Workspace, tmp_path: Path) -> None:

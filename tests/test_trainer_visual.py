@@ -63,7 +63,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_vit(tmp_path_factory.mktemp("vit") / "vit"))
+    # 32 px (16 patches): the fill colour covers only the shapes inside the concept's frame, which 16 px
+    # (4 patches) blurs into the frame and the background.
+    return str(tiny_vit(tmp_path_factory.mktemp("vit") / "vit", image_size=32))
 
 
 def _embed(ws: Workspace, vit: str) -> None:

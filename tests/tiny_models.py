@@ -39,16 +39,16 @@ def tiny_bert(words: Sequence[str], out: Path, layers: int = 1, hidden: int = 32
     return out
 
 
-def tiny_vit(out: Path, hidden: int = 32) -> Path:
-    """A randomly initialised ViT (seed 0) over 16 x 16 images in 8 x 8 patches, and its PIL image
-    processor, saved to ``out`` as a model folder ``omni enrich visual --model`` loads."""
+def tiny_vit(out: Path, hidden: int = 32, image_size: int = 16) -> Path:
+    """A randomly initialised ViT (seed 0) over ``image_size`` square images in 8 x 8 patches, and its
+    PIL image processor, saved to ``out`` as a model folder ``omni enrich visual --model`` loads."""
     from transformers import ViTConfig, ViTModel
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     torch.manual_seed(0)
-    config = ViTConfig(image_size=16, patch_size=8, hidden_size=hidden, num_hidden_layers=1,
+    config = ViTConfig(image_size=image_size, patch_size=8, hidden_size=hidden, num_hidden_layers=1,
                        num_attention_heads=2, intermediate_size=2 * hidden)
     out.mkdir(parents=True, exist_ok=True)
     ViTModel(config).save_pretrained(out)
-    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(out)
+    ViTImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out)
     return out
