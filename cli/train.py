@@ -10,10 +10,23 @@ from rich.table import Table
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
 from omnisearchsage.contract import TASKS, ExportLayout
+from omnisearchsage.errors import OmniError
 from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.trainer.config import TrainConfig
 
 _D, _M = TrainConfig(), ModelConfig()
+
+
+def _field_probs(value: str) -> tuple[tuple[str, float], ...]:
+    """``"engaged_queries=0.3,board_titles=0.1"`` -> ``(("engaged_queries", 0.3), ("board_titles", 0.1))``."""
+    out = []
+    for item in _names(value):
+        name, _, p = item.partition("=")
+        try:  # a missing "=P" leaves p empty, which float() refuses too
+            out.append((name.strip(), float(p)))
+        except ValueError:
+            raise OmniError(f"--field-dropout: {item!r} is not FIELD=P, e.g. engaged_queries=0.3") from None
+    return tuple(out)
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -61,6 +74,10 @@ def train_cmd(
     lexical_tokens: Annotated[str, typer.Option(
         help="Comma-separated token kinds the lexical channel reads: unigram, bigram, char_trigram.")]
     = ",".join(_M.lexical_tokens),
+    field_dropout: Annotated[str, typer.Option(
+        help="Comma-separated FIELD=P: in training each entity's FIELD is emptied with probability P, so the "
+             "tower learns to do without it (e.g. engaged_queries=0.3: fresh entities have none); '' for none.")]
+    = ",".join(f"{f}={p:g}" for f, p in _M.field_dropout),
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
@@ -112,7 +129,8 @@ def train_cmd(
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
-                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head)
+                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head,
+                    field_dropout=_field_probs(field_dropout))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,

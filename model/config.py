@@ -46,6 +46,11 @@ class ModelConfig:
     compat_hidden: tuple[int, ...] = ()
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
+    #: ``(field, p)`` pairs: in training, each entity's bag of ``field`` is emptied with probability
+    #: ``p`` (DropoutNet-style), so the tower learns to do without it. A fresh entity has no engaged
+    #: queries at serving time, but nearly every training entity has them, so without this the
+    #: tower never learns to lean on captions or boards where engaged queries are missing.
+    field_dropout: tuple[tuple[str, float], ...] = ()
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
     #: Concatenate the entity's visual embedding (``enrich/visual_embeddings.parquet``, zeros + a 0 flag
@@ -119,8 +124,8 @@ def config_from_json(cls: type, data: dict[str, Any]) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             kwargs[name] = config_from_json(hint, value)
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
+        elif isinstance(value, list):  # nested lists too: (field, p) pairs
+            kwargs[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
             kwargs[name] = value
     return cls(**kwargs)

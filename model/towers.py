@@ -126,6 +126,10 @@ class EntityTower(nn.Module):
             if self.fields:
                 self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed)
                 self.field_weights = nn.Parameter(torch.ones(len(self.fields)))
+                drop = dict(cfg.field_dropout)
+                # Not saved with the weights: a training-time knob, read from the config.
+                self.register_buffer("field_drop", torch.tensor([float(drop.get(f, 0.0)) for f in self.fields]),
+                                     persistent=False)
             self.mlp = mlp((cfg.token_dim if self.fields else 0) + dense_dim, *cfg.entity_hidden, cfg.dim)
         if anchor is not None:
             if anchor[1] != cfg.dim:
@@ -150,6 +154,9 @@ class EntityTower(nn.Module):
             parts = [dense]
             if self.bag is not None:
                 per_field = self.bag(ids, offsets).view(n, len(self.fields), self.bag.dim)
+                if self.training and bool(self.field_drop.any()):  # an emptied bag is a zero vector
+                    keep = torch.rand(n, len(self.fields), 1, device=per_field.device) >= self.field_drop[:, None]
+                    per_field = per_field * keep
                 text = (per_field * self.field_weights.unsqueeze(-1)).sum(1)
                 parts = [text, dense.to(text.dtype)]
             out = self.mlp(torch.cat(parts, dim=1))

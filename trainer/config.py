@@ -200,6 +200,10 @@ class TrainConfig:
             raise OmniError(f"pooling {self.model.pooling!r}: choose cls or mean")
         if self.steps < 1 or self.batch_size < 1:
             raise OmniError("steps and batch_size must be at least 1")
+        for name, p in self.model.field_dropout:
+            if name not in self.model.entity_fields or not 0.0 <= p < 1.0:
+                raise OmniError(f"field dropout {name}={p}: the field must be one the entity tower reads "
+                                f"({', '.join(self.model.entity_fields)}) and 0 <= p < 1")
         if self.checkpoint_minutes < 0 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise OmniError("checkpoint_minutes and checkpoint_every must be >= 0 and keep_checkpoints >= 1")
 

@@ -1,0 +1,51 @@
+"""Field dropout: training empties a field's bag at the configured rate, evaluation never does."""
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from omnisearchsage.cli.app import app
+from omnisearchsage.errors import OmniError
+from omnisearchsage.model.config import ModelConfig, config_from_json
+from omnisearchsage.model.towers import EntityTower
+from omnisearchsage.trainer.config import TrainConfig
+
+CFG = ModelConfig(dim=8, token_dim=4, hash_rows=64, entity_hidden=(16,), field_dropout=(("b", 0.3),))
+
+
+def _outputs(tower: EntityTower, n: int, b_empty: bool = False) -> torch.Tensor:
+    """Every entity has token 1 in field a and (unless ``b_empty``) token 2 in field b."""
+    if b_empty:  # bag a of entity i is ids[i:i + 1], its bag b starts (empty) where the next a does
+        ids = torch.ones(n, dtype=torch.long)
+        offsets = torch.arange(n).repeat_interleave(2) + torch.tensor([0, 1]).repeat(n)
+    else:
+        ids, offsets = torch.tensor([1, 2] * n), torch.arange(2 * n)
+    return tower(ids, offsets, torch.zeros(n, 0))
+
+
+def test_training_empties_the_field_at_its_rate_and_evaluation_never() -> None:
+    torch.manual_seed(0)
+    tower = EntityTower(CFG, num_ids=8, fields=("a", "b"), dense_dim=0)
+    n = 4000
+    with torch.no_grad():
+        tower.eval()
+        full, without_b = _outputs(tower, 1)[0], _outputs(tower, 1, b_empty=True)[0]
+        assert not torch.allclose(full, without_b)
+        assert torch.allclose(_outputs(tower, n), full.expand(n, -1))  # eval: nothing dropped
+        tower.train()
+        out = _outputs(tower, n)
+    dropped = torch.isclose(out, without_b, atol=1e-6).all(1)
+    kept = torch.isclose(out, full, atol=1e-6).all(1)
+    assert bool((dropped | kept).all())  # field a is never touched
+    assert float(dropped.float().mean()) == pytest.approx(0.3, abs=0.03)
+
+
+def test_field_dropout_round_trips_and_is_checked() -> None:
+    assert config_from_json(ModelConfig, {"field_dropout": [["b", 0.3]]}).field_dropout == (("b", 0.3),)
+    with pytest.raises(OmniError, match="field dropout title2=0.3"):
+        TrainConfig(model=ModelConfig(field_dropout=(("title2", 0.3),))).validate()
+    with pytest.raises(OmniError, match="0 <= p < 1"):
+        TrainConfig(model=ModelConfig(field_dropout=(("title", 1.0),))).validate()
+    result = CliRunner().invoke(app, ["train", "-w", "/nonexistent", "--field-dropout", "engaged_queries"])
+    assert isinstance(result.exception, OmniError) and "is not FIELD=P" in str(result.exception)
