@@ -67,6 +67,9 @@ def eval_cmd(
                                                             "(default: the run's own).", min=1)] = _A.batch_size,
     retrain: Annotated[bool, typer.Option("--retrain", help="Retrain ablation variants that already have an "
                                           "export.")] = False,
+    ablation_tables: Annotated[str, typer.Option(help="Comma-separated paper tables --ablations computes "
+                                                 "(3, 4, 5, 6); fewer tables train fewer variants.")]
+    = ",".join(map(str, _A.tables)),
     seed: Annotated[int, typer.Option(help="Seed of the random index, sampling and bootstrap.")] = _E.seed,
     ws: WorkspaceOpt = None,
 ) -> None:
@@ -89,8 +92,11 @@ def eval_cmd(
     cfg = EvalConfig(index_size=index_size, max_pairs_per_set=max_pairs, topk=topk, baselines=chosen,
                      ann=libraries if ann else (),
                      seed=seed)
-    extra = [Ablations(run, replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain))] \
-        if ablations else []
+    tables = tuple(t.strip() for t in ablation_tables.split(",") if t.strip())
+    if not tables or any(t not in ("3", "4", "5", "6") for t in tables):
+        raise typer.BadParameter(f"{ablation_tables!r}: choose among 3, 4, 5, 6", param_hint="--ablation-tables")
+    extra = [Ablations(run, replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain,
+                                    tables=tuple(sorted({int(t) for t in tables}))))] if ablations else []
     w = workspace(ws)
     results = evaluate_run(w, run, cfg, topk_out, extra=extra)
     print_results(results)

@@ -10,9 +10,9 @@ class AblationConfig:
 
     Every variant is trained with the same budget as the unified reference it is compared
     with, so the tables compare features and tasks, not step counts. ``None`` keeps the
-    run's own value, and with both ``None`` the run itself is the unified reference (on
-    the small world a variant then trains in about as long as the run did: ~2.5 min on
-    2 idle cores); smaller budgets are quicker but under-trained models blur the effects.
+    run's own value, and with both ``None`` the run itself is the unified reference (a
+    variant then trains in about as long as the run did); smaller budgets are quicker but
+    under-trained models blur the effects.
     """
 
     #: Optimiser steps per variant model; ``None``: the run's own.

@@ -54,3 +54,21 @@ def test_report_command_writes_html_after_eval(trained):
 def test_eval_of_a_run_without_export_says_what_to_run(trained):
     res = CliRunner().invoke(app, ["eval", "nope", "-w", str(trained.root)])
     assert isinstance(res.exception, OmniError) and "omni export" in str(res.exception)
+
+
+def test_ablation_tables_option_picks_the_tables_and_refuses_unknown_ones(monkeypatch, tmp_path) -> None:
+    """`--ablation-tables 4,3` hands the ablations exactly tables (3, 4); an unknown table is a usage error
+    before anything runs."""
+    import omnisearchsage.evaluation.run as run_module
+
+    seen = {}
+
+    def fake_evaluate_run(ws, run, cfg, topk_out, extra=()):
+        seen["tables"] = extra[0].cfg.tables
+        raise OmniError("stop here")
+
+    monkeypatch.setattr(run_module, "evaluate_run", fake_evaluate_run)
+    result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-tables", "4,3"])
+    assert seen["tables"] == (3, 4) and isinstance(result.exception, OmniError)
+    result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-tables", "3,7"])
+    assert result.exit_code == 2 and "choose among 3, 4, 5, 6" in result.output
