@@ -47,9 +47,9 @@ class ModelConfig:
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: ``(field, p)`` pairs: in training, each entity's bag of ``field`` is emptied with probability
-    #: ``p`` (DropoutNet-style), so the tower learns to do without it. A fresh entity has no engaged
-    #: queries at serving time, but nearly every training entity has them, so without this the
-    #: tower never learns to lean on captions or boards where engaged queries are missing.
+    #: ``p`` (DropoutNet-style), so the tower learns to do without it: a fresh entity has no engaged
+    #: queries at serving time, while nearly every training entity has them. Off by default (README,
+    #: *Ablations*, has what it did on the sample world).
     field_dropout: tuple[tuple[str, float], ...] = ()
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
