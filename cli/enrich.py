@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.common import WorkspaceOpt, parse_numbers, workspace
 from omnisearchsage.cli.engine import (
     EnrichEngineOpt,
     SparkConfOpt,
@@ -29,7 +29,6 @@ from omnisearchsage.enrich.config import (
     BoardsConfig,
     CaptionConfig,
     QueriesConfig,
-    parse_weights,
     parse_window,
 )
 from omnisearchsage.enrich.queries import build_engaged_queries
@@ -114,7 +113,7 @@ def _queries_config(
         defaults,
         cutoff=cutoff.date() if cutoff else None,
         window_days=parse_window(window),
-        action_weights=defaults.action_weights | parse_weights(weight or []),
+        action_weights=defaults.action_weights | parse_numbers(weight or [], "--weight", "ACTION=NUMBER, e.g. save=3"),
         unknown_action_weight=unknown_weight,
         top_k=top_k,
         memory_limit=memory_limit,

@@ -8,25 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.cli.common import WorkspaceOpt, parse_numbers, workspace
 from omnisearchsage.contract import TASKS, ExportLayout
-from omnisearchsage.errors import OmniError
 from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.trainer.config import TrainConfig
 
 _D, _M = TrainConfig(), ModelConfig()
-
-
-def _field_probs(value: str) -> tuple[tuple[str, float], ...]:
-    """``"engaged_queries=0.3,board_titles=0.1"`` -> ``(("engaged_queries", 0.3), ("board_titles", 0.1))``."""
-    out = []
-    for item in _names(value):
-        name, _, p = item.partition("=")
-        try:  # a missing "=P" leaves p empty, which float() refuses too
-            out.append((name.strip(), float(p)))
-        except ValueError:
-            raise OmniError(f"--field-dropout: {item!r} is not FIELD=P, e.g. engaged_queries=0.3") from None
-    return tuple(out)
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -130,7 +117,8 @@ def train_cmd(
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
                     lexical_tokens=_names(lexical_tokens), compat_head=compat_head,
-                    field_dropout=_field_probs(field_dropout))
+                    field_dropout=tuple(parse_numbers(_names(field_dropout), "--field-dropout",
+                                                                "FIELD=P, e.g. engaged_queries=0.3").items()))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,

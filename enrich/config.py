@@ -84,21 +84,6 @@ def parse_window(text: str) -> int:
     return int(m.group(1)) * _DAYS_PER_UNIT[m.group(2)]
 
 
-def parse_weights(items: list[str]) -> dict[str, float]:
-    """``["save=3", "click=0.5"]`` → ``{"save": 3.0, "click": 0.5}``."""
-    out: dict[str, float] = {}
-    for item in items:
-        action, sep, value = item.partition("=")
-        try:
-            weight = float(value) if sep and action.strip() else None
-        except ValueError:
-            weight = None
-        if weight is None:
-            raise OmniError(f"--weight: {item!r} is not ACTION=NUMBER, e.g. save=3")
-        out[action.strip()] = weight
-    return out
-
-
 # ---------------------------------------------------------------- per-image stages
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
