@@ -85,6 +85,13 @@ Ts = pl.Datetime("us")
 Bool = pl.Boolean()
 
 # ---------------------------------------------------------------- raw inputs
+#: When an entity entered the catalogue (null: unknown, taken as always there). The catalogue is
+#: read as it is at evaluation time, but a training pair happened before the cutoff: an entity
+#: created after it did not exist then and is never a training negative (a point-in-time
+#: catalogue). Without this, every entity created after the cutoff is a training negative and
+#: never a positive, and the towers learn that what marks it (no engaged queries) means "never
+#: engaged": a leak from the future that makes new entities unretrievable.
+CREATED_AT = "created_at"
 PINS = TableSchema(
     "pins",
     "raw/pins.parquet",
@@ -98,6 +105,7 @@ PINS = TableSchema(
         # Human-written description of the image where the catalogue has one (alt text);
         # the captioner is fine-tuned on these pairs when no pretrained weights are given.
         Column("alt_text", Str, True),
+        Column("created_at", Ts, True),  # see CREATED_AT
     ),
     key=("pin_id",),
 )
@@ -111,6 +119,7 @@ PRODUCTS = TableSchema(
         Column("brand", Str, True),
         Column("image_path", Str, True),
         Column("legacy_embedding", F32List, True),
+        Column("created_at", Ts, True),  # see CREATED_AT
     ),
     key=("product_id",),
 )

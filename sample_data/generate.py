@@ -469,6 +469,9 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
     n = cfg.pins
     img, topic, concept, attrs, weight, ids = _draw_entities(world, images, _STREAM_PINS, n, "p")
     fresh = _rng(world.seed, _STREAM_FRESH).random(n) < cfg.fresh_pin_share
+    # A fresh pin enters the catalogue when its engagements may start; the others at the log's start.
+    created = np.where(fresh, np.datetime64(cfg.end - timedelta(days=cfg.fresh_days), "us"),
+                       np.datetime64(cfg.end - timedelta(days=cfg.days), "us"))
     pins_w = _TableWriter(ws, PINS, stack)
     truth_w = _TableWriter(ws, TRUTH_PINS, stack)
     bp_w = _TableWriter(ws, BOARD_PINS, stack)
@@ -511,6 +514,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
                 _null_unless(pl.Series("lang", np.asarray(LANGS)[lang]), has_text),
                 world.legacy(r, t, c, a),
                 _null_unless(images.descriptions.gather(im), has_alt).alias("alt_text"),
+                pl.Series("created_at", created[lo:hi]),
             ]))
             truth_w.write(pl.DataFrame([
                 pid.alias("pin_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),
@@ -592,6 +596,7 @@ def _products(world: _World, ws: Workspace, images: _Images, stats: WorldStats,
             _null_unless(desc, r.random(m) < cfg.product_description_prob).alias("description"),
             _null_unless(v.join([brand]), r.random(m) < cfg.product_brand_prob).alias("brand"),
             images.paths.gather(im), world.legacy(r, t, c, a),
+            pl.Series("created_at", np.full(m, np.datetime64(cfg.end - timedelta(days=cfg.days), "us"))),
         ]))
         truth_w.write(pl.DataFrame([
             pid.alias("product_id"), _names(t).alias("topic"), _concept_words(t, c).alias("concept"),

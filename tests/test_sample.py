@@ -354,6 +354,14 @@ def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspac
     eng = (_read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
            .join(truth.select("pin_id", "fresh"), left_on="entity_id", right_on="pin_id"))
     assert eng.filter(pl.col("fresh") & (pl.col("ts") < split.train_end)).is_empty()
+    # The catalogue says when each pin appeared (what keeps fresh pins out of training negatives):
+    # fresh ones after the cutoff, and no pin is engaged before it exists.
+    created = _read(tiny_ws, PINS).select("pin_id", "created_at").join(truth.select("pin_id", "fresh"), on="pin_id")
+    assert created["created_at"].null_count() == 0
+    assert ((created["created_at"] >= split.train_end) == created["fresh"]).all()
+    early = eng.join(created.select("pin_id", "created_at"), left_on="entity_id", right_on="pin_id")
+    assert (early["ts"] >= early["created_at"]).all()
+    assert (_read(tiny_ws, PRODUCTS)["created_at"] < split.train_end).all()
     test = eng.filter(pl.col("ts") >= split.test_start)
     per_pin = test["fresh"].mean() / truth["fresh"].mean(), (~test["fresh"]).mean() / (~truth["fresh"]).mean()
     assert 0.5 < per_pin[0] / per_pin[1] < 2.0, per_pin

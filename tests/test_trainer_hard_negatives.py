@@ -15,7 +15,7 @@ from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import HardNegativeConfig
 from omnisearchsage.trainer.data import load_training_data
 from omnisearchsage.trainer.export import export_run
-from omnisearchsage.trainer.hard_negatives import mine_task, select_hard_negatives
+from omnisearchsage.trainer.hard_negatives import mine_from_vectors, mine_task, select_hard_negatives
 from omnisearchsage.trainer.loop import model_spec, read_summary, train
 from omnisearchsage.trainer.loss import pair_key
 
@@ -46,6 +46,18 @@ def test_other_positives_of_the_query_are_never_negatives_and_short_rows_are_pad
     hard = select_hard_negatives(np.array([4]), np.array([0.9]), np.array([[2, 6, 1]]),
                                  np.array([[0.3, 0.2, 0.9]]), _keys([(4, 1), (4, 2)]), cfg)
     assert hard.tolist() == [[6, -1, -1]]
+
+
+def test_mined_negatives_come_only_from_the_pool():
+    """Entities outside the task's negative pool (created after the cutoff) are never mined, even
+    when they are the query's nearest; rows keep the catalogue's numbering."""
+    cfg = HardNegativeConfig(per_pair=2, candidates=3, relative_margin=0.0)
+    entities = torch.eye(6)
+    query = torch.tensor([[0.0, 4.0, 3.0, 2.0, 0.5, 0.2]])  # scores of rows 1-5, nearest first
+    query[0, 0] = 10.0  # the positive (row 0) scores highest, so the guard passes the rest
+    args = (query, entities, np.array([0]), np.array([0]), np.array([0]), cfg)
+    assert mine_from_vectors(*args).tolist() == [[1, 2]]
+    assert mine_from_vectors(*args, pool=np.array([0, 3, 4, 5])).tolist() == [[3, 4]]
 
 
 def test_mined_negatives_respect_the_guard_on_a_workspace(request):

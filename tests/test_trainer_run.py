@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from omnisearchsage.cli.app import app
-from omnisearchsage.contract import ENGAGED_QUERIES, PRODUCTS, Workspace
+from omnisearchsage.contract import CREATED_AT, ENGAGED_QUERIES, PINS, PRODUCTS, Workspace
 from omnisearchsage.enrich.boards import build_board_titles
 from omnisearchsage.enrich.config import BoardsConfig, QueriesConfig
 from omnisearchsage.enrich.queries import build_engaged_queries
@@ -27,9 +28,10 @@ from omnisearchsage.model.config import ModelConfig
 from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.model.io import load_embeddings, load_entity_encoder, load_query_encoder
 from omnisearchsage.model.towers import TwoTowerModel
+from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import LossConfig, TrainConfig
-from omnisearchsage.trainer.data import TrainingData, load_training_data
+from omnisearchsage.trainer.data import TrainingData, existed_before, load_training_data
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import (
     Objective,
@@ -122,6 +124,36 @@ def test_every_task_has_pairs_capped_and_deterministic_batches(ws: Workspace):
     seen_pairs = np.concatenate([data.sample(s)["query-pin"].query_rows for s in range(steps)])[: pin.pairs]
     assert len(set(zip(seen_pairs.tolist(), seen.tolist()))) == len(set(zip(pin.query_rows.tolist(),
                                                                             pin.cand_rows.tolist())))
+
+
+def test_entities_created_after_the_cutoff_are_never_negatives(ws: Workspace):
+    """A pin created after the cutoff did not exist when the training pairs happened: as a negative it
+    would teach the towers that new pins (no engaged queries yet) are never engaged."""
+    data = _data(ws)
+    cutoff = TimeSplit.for_workspace(ws).cutoff
+    late = read_table(ws, PINS).filter(pl.col(CREATED_AT) >= cutoff).select("pin_id").collect()["pin_id"]
+    keys = data.catalogues["pin"].keys
+    late_rows = np.flatnonzero(keys.is_in(late.implode()).to_numpy())
+    assert 0 < len(late_rows) < len(keys)  # the tiny world has fresh pins
+    for name in ("query-pin", "compat-pin"):
+        pool = data.tasks[name].negative_pool
+        assert not np.isin(late_rows, pool).any()
+        drawn = np.concatenate([data.sample(s)[name].neg_rows for s in range(20)])
+        assert np.isin(drawn, pool).all() and len(np.unique(drawn)) > 1
+    assert len(data.tasks["query-pin"].negative_pool) == len(keys) - len(late_rows)
+
+
+def test_created_at_unknown_counts_as_always_there(tmp_path: Path):
+    ws = Workspace(tmp_path)
+    pins = pl.DataFrame({"pin_id": ["a", "b", "c"],
+                         CREATED_AT: [None, datetime(2026, 1, 1), datetime(2026, 6, 1)]},
+                        schema_overrides={CREATED_AT: pl.Datetime("us")})
+    ws.path(PINS).parent.mkdir(parents=True)
+    pins.write_parquet(ws.path(PINS))
+    keys = pl.Series(["c", "a", "b", "unknown"])
+    assert existed_before(ws, "pin", keys, datetime(2026, 3, 1)).tolist() == [False, True, True, True]
+    pins.drop(CREATED_AT).write_parquet(ws.path(PINS))  # no column: every pin counts as always there
+    assert existed_before(ws, "pin", keys, datetime(2026, 3, 1)).all()
 
 
 def test_task_selection(ws: Workspace):

@@ -14,12 +14,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 import torch
 
 from omnisearchsage.contract import (
+    CREATED_AT,
     ENGAGEMENTS,
     FEATURE_PINS,
     FEATURE_PRODUCTS,
@@ -107,6 +109,20 @@ def _legacy(ws: Workspace, table: TableSchema, keys: pl.DataFrame) -> tuple[np.n
     return dense, has
 
 
+def existed_before(ws: Workspace, kind: str, keys: pl.Series, cutoff: datetime) -> np.ndarray:
+    """bool per catalogue row: the entity was in the catalogue before ``cutoff`` (its ``created_at``
+    is earlier, or unknown). Only these can be a training pair's negatives (``contract.CREATED_AT``)."""
+    table = ENTITY_TABLES[kind][1]
+    key = table.columns[0].name
+    if not ws.has(table) or CREATED_AT not in pl.read_parquet_schema(ws.path(table)):
+        return np.ones(len(keys), dtype=bool)
+    created = (read_table(ws, table).select(key, CREATED_AT)
+               .filter(pl.col(CREATED_AT).is_not_null() & (pl.col(CREATED_AT) >= cutoff)).collect())
+    if created.height == 0:
+        return np.ones(len(keys), dtype=bool)
+    return ~keys.is_in(created.get_column(key).implode()).to_numpy()
+
+
 # ---------------------------------------------------------------------------- pairs
 def engagement_pairs(ws: Workspace, split: TimeSplit, entity_type: str, actions: Sequence[str],
                      cap: int) -> pl.DataFrame:
@@ -167,7 +183,9 @@ class TaskPairs:
     frozen: bool  # compat task: candidates are frozen legacy embeddings
     query_rows: np.ndarray  # int64 [pairs]
     cand_rows: np.ndarray  # int64 [pairs]
-    negative_pool: np.ndarray  # int64: catalogue rows random negatives are drawn from
+    #: int64: catalogue rows random and mined negatives are drawn from: the entities that existed
+    #: before the cutoff (and, for a compat task, have a legacy embedding).
+    negative_pool: np.ndarray
     batch_size: int = 0
 
     @property
@@ -421,13 +439,18 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
                       + ([raw_pairs["query"].get_column("entity_id")] if "query" in raw_pairs else []))
     queries = query_catalogue(texts.unique(maintain_order=False).sort(), featurizer)
     catalogues = {**entities, "query": queries}
+    existed = {kind: existed_before(ws, kind, cat.keys, split.cutoff) for kind, cat in entities.items()}
+    for kind, mask in existed.items():
+        if not mask.all():
+            log.info("%d of %d %ss were created after the cutoff: never training negatives", int((~mask).sum()),
+                     len(mask), kind)
 
     wanted = TASKS if "all" in cfg.tasks else tuple(dict.fromkeys(cfg.tasks))
     tasks: dict[str, TaskPairs] = {}
     reasons: dict[str, str] = {}
     for name in wanted:
         kind, frozen = TASKS[name].entity_type, TASKS[name].frozen
-        task, reason = _build_task(name, kind, frozen, raw_pairs.get(kind), catalogues, cfg)
+        task, reason = _build_task(name, kind, frozen, raw_pairs.get(kind), catalogues, existed.get(kind), cfg)
         if task is None:
             reasons[name] = reason
         else:
@@ -467,8 +490,10 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
-                catalogues: dict[str, Catalogue], cfg: TrainConfig) -> tuple[TaskPairs | None, str]:
-    """A task from its engagement pairs, or (None, why not)."""
+                catalogues: dict[str, Catalogue], existed: np.ndarray | None,
+                cfg: TrainConfig) -> tuple[TaskPairs | None, str]:
+    """A task from its engagement pairs, or (None, why not); ``existed`` (bool per candidate row, None
+    for queries) keeps entities created after the cutoff out of the negative pool."""
     actions = {"pin": cfg.pin_actions, "product": cfg.product_actions, "query": cfg.query_actions}[kind]
     cand = catalogues.get(kind)
     if cand is None:
@@ -484,7 +509,7 @@ def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
         log.info("task %s: %d pairs dropped (entity not in the features tables)", name, dropped)
     query_rows = keyed.get_column("row").to_numpy().astype(np.int64)
     cand_rows = keyed.get_column("row_cand").to_numpy().astype(np.int64)
-    pool = np.arange(len(cand), dtype=np.int64)
+    pool = np.arange(len(cand), dtype=np.int64) if existed is None else np.flatnonzero(existed).astype(np.int64)
     if frozen:
         if cand.legacy is None:
             return None, f"raw/{kind}s.parquet has no legacy_embedding values"
@@ -492,9 +517,11 @@ def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
             return None, f"legacy embeddings have {cand.legacy_dim} dims, more than the model's {cfg.model.dim}"
         keep = cand.has_legacy[cand_rows]
         query_rows, cand_rows = query_rows[keep], cand_rows[keep]
-        pool = np.flatnonzero(cand.has_legacy).astype(np.int64)
+        pool = pool[cand.has_legacy[pool]]
     if len(query_rows) == 0:
         return None, f"no engaged {kind} is in the features tables" + (" with a legacy embedding" if frozen else "")
+    if len(pool) == 0:
+        return None, f"every {kind} with a legacy embedding was created after the cutoff (raw/{kind}s.parquet created_at)"
     return TaskPairs(name, kind, frozen, query_rows, cand_rows, pool), ""
 
 

@@ -69,23 +69,28 @@ def mine_task(model: TwoTowerModel, data: TrainingData, task: TaskPairs, cfg: Ha
     queries, inverse = np.unique(task.query_rows, return_inverse=True)
     q = torch.cat([model.query(**data.query_inputs(rows, tokenize))
                    for rows in np.array_split(queries, max(1, -(-len(queries) // batch_size)))]).float()
-    return mine_from_vectors(q, entities, inverse, task.query_rows, task.cand_rows, cfg)
+    return mine_from_vectors(q, entities, inverse, task.query_rows, task.cand_rows, cfg, task.negative_pool)
 
 
 def mine_from_vectors(queries: torch.Tensor, entities: torch.Tensor, vector_rows: np.ndarray,
-                      query_rows: np.ndarray, cand_rows: np.ndarray, cfg: HardNegativeConfig) -> np.ndarray:
+                      query_rows: np.ndarray, cand_rows: np.ndarray, cfg: HardNegativeConfig,
+                      pool: np.ndarray | None = None) -> np.ndarray:
     """Hard negatives of every pair from given vectors: int64 [pairs, per_pair] entity rows, -1 where
     fewer qualify (:func:`select_hard_negatives` over each query's ``cfg.candidates`` nearest entities).
     ``queries`` [distinct queries, d] and ``entities`` [catalogue, d]; pair i is (``query_rows[i]``,
     ``cand_rows[i]``) and its query's vector is ``queries[vector_rows[i]]``. The loop mines from the
-    model's towers, the siamese stage from its untuned encoder."""
-    k = min(cfg.candidates, len(entities))
+    model's towers, the siamese stage from its untuned encoder. ``pool``: the entity rows negatives may
+    come from (the task's negative pool; None: every row)."""
+    searched = entities if pool is None else entities[torch.from_numpy(pool)]
+    k = min(cfg.candidates, len(searched))
     top_scores, top_rows = [], []
     for start in range(0, len(queries), SCORE_CHUNK):
-        s, r = (queries[start : start + SCORE_CHUNK] @ entities.T).topk(k, dim=1)
+        s, r = (queries[start : start + SCORE_CHUNK] @ searched.T).topk(k, dim=1)
         top_scores.append(s)
         top_rows.append(r)
     scores, rows = torch.cat(top_scores).numpy(), torch.cat(top_rows).numpy().astype(np.int64)
+    if pool is not None:
+        rows = pool[rows]
     pos_scores = (queries[torch.from_numpy(vector_rows)] * entities[torch.from_numpy(cand_rows)]).sum(1).numpy()
     positives = np.sort(pair_key(torch.from_numpy(query_rows), torch.from_numpy(cand_rows)).numpy())
     return select_hard_negatives(query_rows, pos_scores, rows[vector_rows], scores[vector_rows], positives, cfg)
