@@ -63,8 +63,9 @@ def train_cmd(
     = ",".join(_M.lexical_tokens),
     field_dropout: Annotated[str, typer.Option(
         help="Comma-separated FIELD=P: in training each entity's FIELD is emptied with probability P, so the "
-             "tower learns to do without it (e.g. engaged_queries=0.3: fresh entities have none); '' for none.")]
-    = ",".join(f"{f}={p:g}" for f, p in _M.field_dropout),
+             "tower learns to do without it (engaged_queries: new entities have none); 'auto': P per field is "
+             "how much more often the catalogue lacks it than the training positives do; '' for none.")]
+    = "auto",
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
@@ -117,8 +118,8 @@ def train_cmd(
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
                     lexical_tokens=_names(lexical_tokens), compat_head=compat_head,
-                    field_dropout=tuple(parse_numbers(_names(field_dropout), "--field-dropout",
-                                                                "FIELD=P, e.g. engaged_queries=0.3").items()))
+                    field_dropout=None if field_dropout.strip() == "auto" else tuple(parse_numbers(
+                        _names(field_dropout), "--field-dropout", "FIELD=P, e.g. engaged_queries=0.3").items()))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,

@@ -48,9 +48,10 @@ class ModelConfig:
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: ``(field, p)`` pairs: in training, each entity's bag of ``field`` is emptied with probability
     #: ``p`` (DropoutNet-style), so the tower learns to do without it: a fresh entity has no engaged
-    #: queries at serving time, while nearly every training entity has them. Off by default (README,
-    #: *Ablations*, has what it did on the sample world).
-    field_dropout: tuple[tuple[str, float], ...] = ()
+    #: queries at serving time, while every training positive has them. None ("auto"): the trainer sets
+    #: ``p`` per field to how much more often the catalogue lacks it than the training positives do
+    #: (``trainer.field_dropout``); ``()``: none.
+    field_dropout: tuple[tuple[str, float], ...] | None = None
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
     #: Concatenate the entity's visual embedding (``enrich/visual_embeddings.parquet``, zeros + a 0 flag

@@ -126,7 +126,7 @@ class EntityTower(nn.Module):
             if self.fields:
                 self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed)
                 self.field_weights = nn.Parameter(torch.ones(len(self.fields)))
-                drop = dict(cfg.field_dropout)
+                drop = dict(cfg.field_dropout or ())  # None (unresolved "auto"): none
                 # Not saved with the weights: a training-time knob, read from the config.
                 self.register_buffer("field_drop", torch.tensor([float(drop.get(f, 0.0)) for f in self.fields]),
                                      persistent=False)

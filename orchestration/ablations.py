@@ -141,7 +141,10 @@ def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConf
     fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
     fields = tuple(f for f in fields if f not in variant.drop_fields)
     use_visual = base.model.use_visual if variant.visual is None else variant.visual
-    model = replace(base.model, entity_fields=fields, use_visual=use_visual)
+    dropout = base.model.field_dropout
+    if dropout is not None:  # the run's decided rates, for the fields the variant still reads
+        dropout = tuple((f, p) for f, p in dropout if f in fields)
+    model = replace(base.model, entity_fields=fields, use_visual=use_visual, field_dropout=dropout)
     tasks = base.tasks if variant.tasks is None else variant.tasks
     return replace(base, model=model, tasks=tasks, **budget)
 

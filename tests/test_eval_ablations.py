@@ -45,6 +45,11 @@ def test_variant_configs_change_one_thing_and_share_the_budget():
     assert [variant_config(base, v, cfg).model.use_visual for _, v in TABLE4_VARIANTS] == [False] * 4 + [True]
     assert variant_config(base, SINGLE_TASK["query-product"], cfg).tasks == ("query-product",)
     assert variant_config(base, COMPAT_ONLY, cfg).tasks == ("compat-pin", "compat-product")
+    # The run's decided field dropout carries over for the fields a variant still reads.
+    dropped = replace(base, model=replace(base.model, field_dropout=(("engaged_queries", 0.3), ("caption", 0.1))))
+    assert variant_config(dropped, NO_CAPTIONS, cfg).model.field_dropout == (("engaged_queries", 0.3),)
+    assert variant_config(dropped, TABLE4_VARIANTS[1][1], cfg).model.field_dropout == (("caption", 0.1),)
+    variant_config(dropped, TABLE4_VARIANTS[1][1], cfg).validate()
     # Table 5: a single-task model sees its task's pairs per step in the unified model, no more;
     # Table 6's compat-only reference keeps the whole batch.
     run_tasks = ("query-pin", "query-product", "query-query", "compat-pin", "compat-product")

@@ -1,6 +1,8 @@
 """Field dropout: training empties a field's bag at the configured rate, evaluation never does."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -49,3 +51,6 @@ def test_field_dropout_round_trips_and_is_checked() -> None:
         TrainConfig(model=ModelConfig(field_dropout=(("title", 1.0),))).validate()
     result = CliRunner().invoke(app, ["train", "-w", "/nonexistent", "--field-dropout", "engaged_queries"])
     assert isinstance(result.exception, OmniError) and "is not FIELD=P" in str(result.exception)
+    assert ModelConfig().field_dropout is None  # "auto" (trainer.field_dropout) unless set
+    # An unresolved "auto" builds a tower that drops nothing (serving and tests build towers directly).
+    assert not EntityTower(replace(CFG, field_dropout=None), 8, ("a", "b"), 0).field_drop.any()

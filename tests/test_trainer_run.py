@@ -33,6 +33,7 @@ from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import LossConfig, TrainConfig
 from omnisearchsage.trainer.data import TrainingData, existed_before, load_training_data
 from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.field_dropout import field_skew, resolve_field_dropout
 from omnisearchsage.trainer.loop import (
     Objective,
     TrainingInterrupted,
@@ -141,6 +142,23 @@ def test_entities_created_after_the_cutoff_are_never_negatives(ws: Workspace):
         drawn = np.concatenate([data.sample(s)[name].neg_rows for s in range(20)])
         assert np.isin(drawn, pool).all() and len(np.unique(drawn)) > 1
     assert len(data.tasks["query-pin"].negative_pool) == len(keys) - len(late_rows)
+
+
+def test_auto_field_dropout_is_the_skew_between_catalogue_and_positives(ws: Workspace):
+    """Engaged queries: every training positive has them, fresh pins never do, so "auto" drops them
+    at about the share of the catalogue without them; explicit settings are never overridden."""
+    data = _data(ws)
+    skew = field_skew(data)
+    catalogue, positives = skew["engaged_queries"]
+    assert positives < 0.02 and catalogue > 0.2
+    auto = dict(resolve_field_dropout(replace(SMALL, model=replace(SMALL.model, field_dropout=None)),
+                                      data).model.field_dropout)
+    assert auto["engaged_queries"] == round(min(catalogue - positives, SMALL.field_dropout_max), 2)
+    for field, (c, p) in skew.items():
+        assert (field in auto) == (round(min(c - p, SMALL.field_dropout_max), 2) >= SMALL.field_dropout_min)
+    for explicit in ((), (("title", 0.1),)):
+        cfg = replace(SMALL, model=replace(SMALL.model, field_dropout=explicit))
+        assert resolve_field_dropout(cfg, data).model.field_dropout == explicit
 
 
 def test_created_at_unknown_counts_as_always_there(tmp_path: Path):

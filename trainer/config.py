@@ -101,6 +101,11 @@ class TrainConfig:
     #: *Fine-tuning the text encoder*): a few hundred queries teach a 22M-parameter body the training
     #: queries only; thousands move it towards the catalogue's language.
     fine_tune_min_queries: int = 1000
+    #: ``model.field_dropout`` None ("auto", ``trainer.field_dropout``): a field's dropout is the share
+    #: of the catalogue lacking it minus that of the training positives, kept from this value up ...
+    field_dropout_min: float = 0.05
+    #: ... and capped here (DropoutNet's usual rate: at least half the rows keep the field).
+    field_dropout_max: float = 0.5
     #: The siamese stage trains the body's top this-many layers (None: all of them); the embeddings and
     #: the layers below run once per distinct text.
     fine_tune_layers: int | None = 2
@@ -200,7 +205,10 @@ class TrainConfig:
             raise OmniError(f"pooling {self.model.pooling!r}: choose cls or mean")
         if self.steps < 1 or self.batch_size < 1:
             raise OmniError("steps and batch_size must be at least 1")
-        for name, p in self.model.field_dropout:
+        if not 0.0 <= self.field_dropout_min <= self.field_dropout_max < 1.0:
+            raise OmniError(f"field_dropout_min {self.field_dropout_min} and field_dropout_max "
+                            f"{self.field_dropout_max}: need 0 <= min <= max < 1")
+        for name, p in self.model.field_dropout or ():
             if name not in self.model.entity_fields or not 0.0 <= p < 1.0:
                 raise OmniError(f"field dropout {name}={p}: the field must be one the entity tower reads "
                                 f"({', '.join(self.model.entity_fields)}) and 0 <= p < 1")

@@ -62,6 +62,7 @@ from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
+from omnisearchsage.trainer.field_dropout import resolve_field_dropout
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
 from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
@@ -158,7 +159,7 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     cfg = resolve_query_encoder(ws, cfg)  # "auto" -> ngram, or anchored on the legacy embeddings' encoder
     data = load_training_data(ws, cfg, featurizer)
     if not resume:
-        cfg = resolve_fine_tuning(limit_steps(cfg, data), data)
+        cfg = resolve_field_dropout(resolve_fine_tuning(limit_steps(cfg, data), data), data)
     spec = model_spec(featurizer, data, cfg.model)
 
     # ---- model, loss, optimizer
