@@ -10,8 +10,8 @@ to the skew itself:
 
     p(field) = share of catalogue entities without the field − share of training positives without it
 
-(the catalogue is every pin and product, as evaluation and serving read it; positives are the
-entity tasks' training pairs). Kept when at least ``TrainConfig.field_dropout_min``, capped at
+(the catalogue is every pin or product, as evaluation and serving read it; positives are the entity
+tasks' training pairs; taken per kind and averaged by the kinds' shares of the positives). Kept when at least ``TrainConfig.field_dropout_min``, capped at
 ``field_dropout_max``, rounded to two decimals. A field as present in training as in the catalogue
 (titles, captions, board titles on the sample world; every field of a relevance set without
 ``omni enrich queries``) gets none.
@@ -33,28 +33,22 @@ from omnisearchsage.trainer.data import TrainingData
 log = logging.getLogger(__name__)
 
 
-def field_skew(data: TrainingData) -> dict[str, tuple[float, float]]:
-    """Per entity-tower field: (share of catalogue entities without it, share of training positives
-    without it), pins and products together; positives counted once per training pair."""
-    fields = data.fields
-    if not fields:
-        return {}
-    cat_empty, cat_rows = np.zeros(len(fields)), 0
-    pos_empty, pos_rows = np.zeros(len(fields)), 0
+def field_skew(data: TrainingData) -> dict[str, float]:
+    """Per entity-tower field: the share of catalogue entities without it minus the share of training
+    positives without it, taken per entity kind (pins and products differ in which fields they have
+    and in their share of the pairs) and averaged over the kinds by their share of the positives, the
+    rows the dropout acts on; positives counted once per training pair."""
+    skew, weight = np.zeros(len(data.fields)), 0
     for kind in ("pin", "product"):
         cat = data.catalogues.get(kind)
-        if cat is None:
+        rows = [t.cand_rows for t in data.tasks.values() if t.candidate == kind and not t.frozen]
+        if cat is None or not data.fields or not rows:
             continue
+        positives = np.concatenate(rows)
         empty = (np.diff(cat.bags.bounds) == 0).reshape(cat.bags.fields, cat.bags.rows)  # [fields, rows]
-        cat_empty += empty.sum(1)
-        cat_rows += cat.bags.rows
-        for task in data.tasks.values():
-            if task.candidate == kind and not task.frozen:
-                pos_empty += empty[:, task.cand_rows].sum(1)
-                pos_rows += len(task.cand_rows)
-    if not cat_rows or not pos_rows:
-        return {}
-    return {f: (float(c / cat_rows), float(p / pos_rows)) for f, c, p in zip(fields, cat_empty, pos_empty)}
+        skew += len(positives) * (empty.mean(1) - empty[:, positives].mean(1))
+        weight += len(positives)
+    return {f: float(v / weight) for f, v in zip(data.fields, skew)} if weight else {}
 
 
 def resolve_field_dropout(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
@@ -62,12 +56,12 @@ def resolve_field_dropout(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     if cfg.model.field_dropout is not None:
         return cfg
     chosen: list[tuple[str, float]] = []
-    for field, (catalogue, positives) in field_skew(data).items():
-        p = round(min(catalogue - positives, cfg.field_dropout_max), 2)
+    for field, skew in field_skew(data).items():
+        p = round(min(skew, cfg.field_dropout_max), 2)
         if p >= cfg.field_dropout_min:
             chosen.append((field, p))
-            log.info("field dropout %s=%g: %.0f%% of the catalogue lacks it, %.0f%% of the training positives",
-                     field, p, 100 * catalogue, 100 * positives)
+            log.info("field dropout %s=%g: the catalogue lacks it %.0f points more often than the training "
+                     "positives do", field, p, 100 * skew)
     if not chosen:
         log.info("field dropout: none (no field is missing from the catalogue more often than from the "
                  "training positives by %g or more)", cfg.field_dropout_min)
