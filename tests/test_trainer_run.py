@@ -31,7 +31,13 @@ from omnisearchsage.model.towers import TwoTowerModel
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import LossConfig, TrainConfig
-from omnisearchsage.trainer.data import TrainingData, existed_before, load_training_data
+from omnisearchsage.trainer.data import (
+    TrainingData,
+    _build_task,
+    engagement_pairs,
+    existed_before,
+    load_training_data,
+)
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.field_dropout import field_skew, resolve_field_dropout
 from omnisearchsage.trainer.loop import (
@@ -166,6 +172,15 @@ def test_auto_field_dropout_is_the_skew_between_catalogue_and_positives(ws: Work
     for explicit in ((), (("title", 0.1),)):
         cfg = replace(SMALL, model=replace(SMALL.model, field_dropout=explicit))
         assert resolve_field_dropout(cfg, data).model.field_dropout == explicit
+
+
+def test_a_task_whose_every_candidate_is_newer_than_the_cutoff_is_skipped_with_the_reason(ws: Workspace):
+    data = _data(ws)
+    pairs = engagement_pairs(ws, TimeSplit.for_workspace(ws), "pin", SMALL.pin_actions, SMALL.max_pairs_per_pin)
+    none_existed = np.zeros(len(data.catalogues["pin"]), dtype=bool)
+    for name, frozen in (("query-pin", False), ("compat-pin", True)):
+        task, reason = _build_task(name, "pin", frozen, pairs, data.catalogues, none_existed, SMALL)
+        assert task is None and "was created after the cutoff (raw/pins.parquet created_at)" in reason
 
 
 def test_created_at_unknown_counts_as_always_there(tmp_path: Path):

@@ -521,7 +521,8 @@ def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,
     if len(query_rows) == 0:
         return None, f"no engaged {kind} is in the features tables" + (" with a legacy embedding" if frozen else "")
     if len(pool) == 0:
-        return None, f"every {kind} with a legacy embedding was created after the cutoff (raw/{kind}s.parquet created_at)"
+        with_legacy = " with a legacy embedding" if frozen else ""
+        return None, f"every {kind}{with_legacy} was created after the cutoff (raw/{kind}s.parquet created_at)"
     return TaskPairs(name, kind, frozen, query_rows, cand_rows, pool), ""
 
 
