@@ -11,6 +11,10 @@ are about input that reads fine but would quietly distort the result:
   wrong), and says how many it ignored and where it anchored.
 * **Actions a stage does not use** (``purchase``, ``like``): the trainer reports how many
   training-window engagements it leaves out, per action.
+* **Entities engaged before they were created.** An entity whose ``created_at`` is after the cutoff is
+  never a training negative (``contract.CREATED_AT``); one that also has training-window engagements
+  keeps them as positives, and the trainer warns with their count and examples (a ``created_at`` that
+  is really an update time would otherwise quietly shrink the negative pool).
 * **Token-less queries** (empty, whitespace, NUL, zero-width or punctuation only): they carry no
   text a tokenizer can use; :func:`~omnisearchsage.features.text.has_words_expr` finds them and
   the stages count what they drop.

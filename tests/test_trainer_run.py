@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +181,26 @@ def test_a_task_whose_every_candidate_is_newer_than_the_cutoff_is_skipped_with_t
     for name, frozen in (("query-pin", False), ("compat-pin", True)):
         task, reason = _build_task(name, "pin", frozen, pairs, data.catalogues, none_existed, SMALL)
         assert task is None and "was created after the cutoff (raw/pins.parquet created_at)" in reason
+
+
+def test_entities_engaged_before_their_created_at_are_named_and_stay_positives(
+        ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A created_at after the cutoff on an entity engaged before it (an update time given as the creation
+    time) keeps the entity out of the negatives, says so with examples, and keeps its pairs."""
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    before = _data(copy).tasks["query-pin"]
+    engaged = _data(copy).catalogues["pin"].keys.gather(np.unique(before.cand_rows)[:3])
+    pins = pl.read_parquet(copy.path(PINS))
+    late = TimeSplit.for_workspace(copy).cutoff + timedelta(days=1)
+    pins.with_columns(pl.when(pl.col("pin_id").is_in(engaged.implode())).then(pl.lit(late))
+                      .otherwise(pl.col(CREATED_AT)).alias(CREATED_AT)).write_parquet(copy.path(PINS))
+    with caplog.at_level("WARNING"):
+        after = _data(copy).tasks["query-pin"]
+    assert "column created_at: 3 pins created after the cutoff have training-window engagements" in caplog.text
+    assert engaged[0] in caplog.text
+    assert np.array_equal(after.cand_rows, before.cand_rows)  # still positives
+    assert len(after.negative_pool) == len(before.negative_pool) - 3
 
 
 def test_created_at_unknown_counts_as_always_there(tmp_path: Path):

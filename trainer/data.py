@@ -441,9 +441,16 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     catalogues = {**entities, "query": queries}
     existed = {kind: existed_before(ws, kind, cat.keys, split.cutoff) for kind, cat in entities.items()}
     for kind, mask in existed.items():
-        if not mask.all():
-            log.info("%d of %d %ss were created after the cutoff: never training negatives", int((~mask).sum()),
-                     len(mask), kind)
+        if mask.all():
+            continue
+        log.info("%d of %d %ss were created after the cutoff: never training negatives", int((~mask).sum()),
+                 len(mask), kind)
+        late = entities[kind].keys.filter(pl.Series(~mask))
+        engaged = raw_pairs[kind].filter(pl.col("entity_id").is_in(late.implode()))["entity_id"].unique().sort()
+        if len(engaged):  # data quality: kept as positives, but the column is probably not a creation time
+            log.warning("%s: column created_at: %d %ss created after the cutoff have training-window engagements "
+                        "(e.g. %s); they stay training positives: is created_at an update time?",
+                        ws.path(ENTITY_TABLES[kind][1]), len(engaged), kind, ", ".join(engaged.head(3).to_list()))
 
     wanted = TASKS if "all" in cfg.tasks else tuple(dict.fromkeys(cfg.tasks))
     tasks: dict[str, TaskPairs] = {}
