@@ -116,11 +116,8 @@ def existed_before(ws: Workspace, kind: str, keys: pl.Series, cutoff: datetime) 
     key = table.columns[0].name
     if not ws.has(table) or CREATED_AT not in pl.read_parquet_schema(ws.path(table)):
         return np.ones(len(keys), dtype=bool)
-    created = (read_table(ws, table).select(key, CREATED_AT)
-               .filter(pl.col(CREATED_AT).is_not_null() & (pl.col(CREATED_AT) >= cutoff)).collect())
-    if created.height == 0:
-        return np.ones(len(keys), dtype=bool)
-    return ~keys.is_in(created.get_column(key).implode()).to_numpy()
+    late = read_table(ws, table).filter(pl.col(CREATED_AT) >= cutoff).select(key).collect().get_column(key)
+    return ~keys.is_in(late.implode()).to_numpy()
 
 
 # ---------------------------------------------------------------------------- pairs

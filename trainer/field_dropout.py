@@ -11,8 +11,8 @@ to the skew itself:
     p(field) = share of catalogue entities without the field − share of training positives without it
 
 (the catalogue is every pin or product, as evaluation and serving read it; positives are the entity
-tasks' training pairs; taken per kind and averaged by the kinds' shares of the positives). Kept when at least ``TrainConfig.field_dropout_min``, capped at
-``field_dropout_max``, rounded to two decimals. A field as present in training as in the catalogue
+tasks' training pairs; taken per kind and averaged by the kinds' shares of the positives). Kept when at
+least ``TrainConfig.field_dropout_min``, capped at ``field_dropout_max``, rounded to two decimals. A field as present in training as in the catalogue
 (titles, captions, board titles on the sample world; every field of a relevance set without
 ``omni enrich queries``) gets none.
 

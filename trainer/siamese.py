@@ -23,7 +23,8 @@ This stage runs that recipe inside the trainer, on the run's own pairs:
 * with ``fine_tune_hard_negatives`` > 0, each pair also brings one mined hard negative, sentence-
   transformers' ``mine_hard_negatives`` + MNRL recipe: before the first step the untuned body ranks the
   catalogue for every training query, and each pair keeps its query's best-scoring entities that are not
-  its positives and pass the false-negative guard (``hard_negatives.mine_from_vectors``, the loop's
+  its positives, existed before the cutoff (the task's negative pool) and pass the false-negative
+  guard (``hard_negatives.mine_from_vectors``, the loop's
   rule and ``cfg.hard``'s candidates and margin); a step draws one of them per pair, and they join every
   row's candidates (a column that is a known positive of a row is masked for that row);
 * then the body is frozen; the stage returns the tuned body's vector of every catalogue entity of
@@ -215,7 +216,8 @@ def fine_tune_siamese(tower: TransformerQueryTower, data: TrainingData, kind: st
     hard = None
     if cfg.fine_tune_hard_negatives:
         hard = mine_from_vectors(vectors(q_states), vectors(e_states), q_index[task.query_rows], task.query_rows,
-                                 task.cand_rows, replace(cfg.hard, per_pair=cfg.fine_tune_hard_negatives))
+                                 task.cand_rows, replace(cfg.hard, per_pair=cfg.fine_tune_hard_negatives),
+                                 task.negative_pool)
         log.info("siamese stage: %.1f hard negatives per pair after the guard",
                  float((hard >= 0).sum(1).mean()))
     positives = torch.sort(pair_key(torch.from_numpy(task.query_rows), torch.from_numpy(task.cand_rows))).values
