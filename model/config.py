@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from omnisearchsage.contract import PIN_FIELDS, PRODUCT_FIELDS
 from omnisearchsage.errors import OmniError
@@ -44,6 +44,13 @@ class ModelConfig:
     compat_head: bool | None = None
     #: Hidden widths of the compat head's own MLP (empty: one linear map).
     compat_hidden: tuple[int, ...] = ()
+    #: What the n-gram query tower's compat output reads. "bag": the hash bag's token vector, through
+    #: an MLP of its own shaped as the main one (``query_hidden``, then ``compat_hidden``), so the two
+    #: outputs share only the token table and the main tasks do not pull the compat output's hidden
+    #: layer towards the entity tower's space (README, *Ablations*, Table 6). "body": the main MLP's last
+    #: hidden layer through ``compat_hidden`` (how exports before this option were built). A transformer
+    #: tower's head always reads its pooled output.
+    compat_from: str = "bag"
     #: Text fields the entity tower reads; a subset ablates the others (paper Table 4).
     entity_fields: tuple[str, ...] = ENTITY_FIELDS
     #: ``(field, p)`` pairs: in training, each entity's bag of ``field`` is emptied with probability
@@ -108,19 +115,25 @@ class ModelConfig:
     #: Seed of the hash functions: part of the model, saved with it.
     hash_seed: int = 1924031
 
+    #: What a stored config that lacks a key was built with, where that differs from today's default
+    #: (the key came later, with a new behaviour as its default): ``config_from_json`` fills these, so an
+    #: old export loads as it was trained and an old ablation variant is not taken for a current one.
+    LEGACY: ClassVar[dict[str, Any]] = {"compat_from": "body"}
+
 
 def config_from_json(cls: type, data: dict[str, Any]) -> Any:
     """A config dataclass from its JSON form; unknown keys are an error (a config of another version).
 
     JSON turns tuples into lists and nested dataclasses into dicts: both are rebuilt, the nested
-    classes found from the field annotations.
+    classes found from the field annotations. A missing key takes the class's ``LEGACY`` value when it
+    has one (what the writing version did), else its default.
     """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise OmniError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {k: v for k, v in getattr(cls, "LEGACY", {}).items() if k not in data}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):

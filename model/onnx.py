@@ -118,14 +118,16 @@ class NgramGraph(nn.Module):
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         rows = bag_of_ids(ids, offsets)
         lex = None if self.tower.lexical is None else lexical(self.tower.lexical, ids, rows, offsets.shape[0])
-        body = self.tower.mlp[:-1](hash_bag(self.tower.bag, ids, offsets, rows))
-        return _outputs(self.tower, with_lexical(self.tower.mlp[-1](body), lex), body)
+        bag = hash_bag(self.tower.bag, ids, offsets, rows)
+        body = self.tower.mlp[:-1](bag)
+        return _outputs(self.tower, with_lexical(self.tower.mlp[-1](body), lex),
+                        bag if self.tower.compat_from_bag else body)
 
 
 def _outputs(tower: NgramQueryTower | TransformerQueryTower, main: torch.Tensor,
-             body: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The graph's outputs: "embedding", and "compat" when the tower has a compat head."""
-    compat = compat_output(tower.compat, body)
+             compat_in: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The graph's outputs: "embedding", and "compat" (the head on ``compat_in``) when the tower has a compat head."""
+    compat = compat_output(tower.compat, compat_in)
     return main if compat is None else (main, compat)
 
 

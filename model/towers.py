@@ -16,11 +16,13 @@ local directory (``TransformerQueryTower``: CLS or mean pooling, then a linear h
 multilingual DistilBERT this way), followed by the same ``[L2(dense) ; lexical(query ids)]``.
 
 Compatibility: when the model trains the compat tasks (queries scored against the frozen legacy
-embeddings), the query tower has a second output, ``compat = L2(compat_head(body))``, as wide as the
-legacy embeddings, on the same body as the main output (``body``: the n-gram MLP's last hidden layer,
-or the transformer's pooled output). The main tasks and their Matryoshka prefixes never touch it, so the
-two spaces stop competing for the same dims. ``forward`` returns the main output only;
-``forward_with_compat`` both.
+embeddings), the query tower has a second output, ``compat = L2(compat_head(x))``, as wide as the
+legacy embeddings. The n-gram tower's ``x`` is its hash bag, and the head an MLP of the main one's
+shape (``compat_from="bag"``): the two outputs share the token table and nothing above it, so the main
+tasks cannot bend the compat output's hidden layer (trained jointly, a shared hidden layer left compat
+behind compat trained alone: README, *Ablations*, Table 6); with ``"body"`` it is the main MLP's last
+hidden layer. The transformer's ``x`` is its pooled output. The main tasks and their Matryoshka prefixes
+never touch the head. ``forward`` returns the main output only; ``forward_with_compat`` both.
 
 Two additions to the paper's towers, both for small training sets (see ``anchor.py`` and
 ``lexical.py``): the lexical channel, shared by both towers, and anchoring, where ``R`` and the
@@ -76,17 +78,20 @@ class ResidualLinear(nn.Module):
         return x + x @ self.delta
 
 
-def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int, residual: bool = False) -> nn.Module | None:
-    """The compat tasks' own output map from the query body (None: ``compat_dim`` 0 or the head is off).
+def compat_head(cfg: ModelConfig, body_dim: int, compat_dim: int, residual: bool = False,
+                hidden: tuple[int, ...] = ()) -> nn.Module | None:
+    """The compat tasks' own output map from what the query tower gives it (None: ``compat_dim`` 0 or
+    the head is off): the body, or the n-gram tower's bag with ``hidden`` layers of its own.
 
     With ``residual`` (the main head is an identity-initialised residual: an anchored transformer,
     whose legacy embeddings are that encoder's own space) it is one too where the widths allow, so the
-    compat output starts as the encoder's zero-shot vector; otherwise an MLP with ``compat_hidden`` layers."""
+    compat output starts as the encoder's zero-shot vector; otherwise an MLP with ``hidden`` and then
+    ``compat_hidden`` layers."""
     if not (cfg.compat_head and compat_dim):
         return None
-    if residual and body_dim == compat_dim and not cfg.compat_hidden:
+    if residual and body_dim == compat_dim and not (hidden or cfg.compat_hidden):
         return ResidualLinear(compat_dim)
-    return mlp(body_dim, *cfg.compat_hidden, compat_dim)
+    return mlp(body_dim, *hidden, *cfg.compat_hidden, compat_dim)
 
 
 def compat_output(head: nn.Module | None, body: torch.Tensor) -> torch.Tensor | None:
@@ -178,7 +183,8 @@ class NgramQueryTower(nn.Module):
     """Query token ids (the features' tokenizers) -> hash bag -> MLP -> L2. No pretrained weights.
 
     ``forward(ids, offsets)``: one bag per query, as :class:`HashEmbeddingBag`. With ``compat_dim``
-    the compat head reads the MLP's last hidden layer (the body both outputs share).
+    the compat output reads the bag through an MLP of its own (``compat_from="bag"``, the default: the
+    outputs share the token table), or the MLP's last hidden layer (``"body"``, both outputs share it).
     """
 
     kind = "ngram"
@@ -188,7 +194,11 @@ class NgramQueryTower(nn.Module):
         super().__init__()
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed + 1)
         self.mlp = mlp(cfg.token_dim, *cfg.query_hidden, cfg.dim)
-        self.compat = compat_head(cfg, cfg.query_hidden[-1] if cfg.query_hidden else cfg.token_dim, compat_dim)
+        self.compat_from_bag = cfg.compat_from == "bag"
+        if self.compat_from_bag:  # its own MLP of the main one's shape, on the bag
+            self.compat = compat_head(cfg, cfg.token_dim, compat_dim, hidden=cfg.query_hidden)
+        else:
+            self.compat = compat_head(cfg, cfg.query_hidden[-1] if cfg.query_hidden else cfg.token_dim, compat_dim)
         self.compat_dim = compat_dim if self.compat is not None else 0
         self.lexical = lexical
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
@@ -201,8 +211,9 @@ class NgramQueryTower(nn.Module):
 
     def forward_with_compat(self, ids: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The main output and the compat output (None without a compat head), from one body pass."""
-        body = self.mlp[:-1](self.bag(ids, offsets))
-        return self._main(ids, offsets, body), compat_output(self.compat, body)
+        bag = self.bag(ids, offsets)
+        body = self.mlp[:-1](bag)
+        return self._main(ids, offsets, body), compat_output(self.compat, bag if self.compat_from_bag else body)
 
     def _main(self, ids: torch.Tensor, offsets: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
         lexical = None if self.lexical is None else self.lexical(ids, bag_rows(offsets, ids.numel()), len(offsets))

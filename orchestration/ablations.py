@@ -49,6 +49,7 @@ from omnisearchsage.contract import PINS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
+from omnisearchsage.evaluation.metrics import paired_bootstrap_diff
 from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
@@ -159,14 +160,21 @@ def run_uses_visual(ws: Workspace, run: str) -> bool:
     return VISUAL in read_run_config(ws.run_dir(run))["spec"]["dense_layout"]
 
 
+def _as_stored(cfg: TrainConfig) -> Any:
+    """``cfg`` as ``config.json`` stores it (lists, not tuples). A stored config goes through
+    ``TrainConfig.from_json`` first, so a field added since it was written compares at its default,
+    which keeps the behaviour of before: an upgrade alone does not retrain every variant."""
+    return json.loads(json.dumps(cfg.to_json()))
+
+
 def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
                   budget_cfg: AblationConfig) -> EmbeddingModel:
     """Train and export the variant and load it; an export trained with the same config is reused."""
     name = f"{run}--abl-{variant.name}"
     run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
     export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks)
-    wanted = json.loads(json.dumps(train_cfg.to_json()))  # as config.json stores it (lists, not tuples)
-    same = export.manifest.exists() and read_run_config(ws.run_dir(name))["config"] == wanted
+    same = export.manifest.exists() and _as_stored(TrainConfig.from_json(
+        read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
     if budget_cfg.retrain or not same:
         log.info("ablation: training %s", name)
         train(ws, train_cfg, name, overwrite=True)
@@ -174,16 +182,38 @@ def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
     return EmbeddingModel.from_export(export.root)
 
 
-def recall(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> tuple[float | None, int]:
-    """Recall@10 (random-index protocol) of ``ev``'s model on one set, optionally on entities ``ids``."""
+def _pairs(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> pl.DataFrame | None:
+    """``ev``'s ranked pairs of one set (optionally on entities ``ids``) with a 0/1 ``hit`` column."""
     if ev is None or (MODEL, task) not in ev.ranked:
-        return None, 0
+        return None
     frame = ev.ranked[(MODEL, task)].filter(pl.col("action") == action)
     if ids is not None:
         frame = frame.filter(pl.col("entity_id").is_in(list(ids)))
-    if frame.is_empty():
-        return None, 0
-    return float((frame["rank_random"] <= K).mean()), len(frame)
+    return None if frame.is_empty() else frame.with_columns(hit=(pl.col("rank_random") <= K).cast(pl.Int64))
+
+
+def recall(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> tuple[float | None, int]:
+    """Recall@10 (random-index protocol) of ``ev``'s model on one set, optionally on entities ``ids``."""
+    frame = _pairs(ev, task, action, ids)
+    return (None, 0) if frame is None else (float(frame["hit"].mean()), len(frame))
+
+
+def difference(a: Evaluation | None, b: Evaluation | None, task: str, action: str, cfg: EvalConfig,
+               ids: set[str] | None = None) -> tuple[float, float, float] | None:
+    """Recall@10 of ``a`` minus that of ``b`` on one set, with a paired query-bootstrap interval.
+
+    Every variant is scored on the same held-out pairs, so the pairs are resampled by query for both
+    models at once (:func:`~omnisearchsage.evaluation.metrics.paired_bootstrap_diff`): the interval says
+    whether one step of a table is more than the noise of a few hundred test queries, which two
+    separate intervals would overstate. None when either model has no figure on the set."""
+    fa, fb = _pairs(a, task, action, ids), _pairs(b, task, action, ids)
+    if fa is None or fb is None:
+        return None
+    per_query = [f.group_by("qrow").agg(pl.col("hit").sum(), pairs=pl.len()).sort("qrow") for f in (fa, fb)]
+    if not per_query[0].select("qrow", "pairs").equals(per_query[1].select("qrow", "pairs")):
+        raise OmniError(f"ablation: two variants were scored on different {task} {action} pairs")
+    return paired_bootstrap_diff(per_query[0]["hit"].to_numpy(), per_query[1]["hit"].to_numpy(),
+                                 per_query[0]["pairs"].to_numpy(), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
 
 
 def _sets(task_prefix: str) -> list[tuple[str, str, str]]:
@@ -235,57 +265,72 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
             without, n = recall(evals[NO_CAPTIONS.name], task, action, no_text)
             with_, _ = recall(evals[NO_VISUAL.name], task, action, no_text)
             with_visual, _ = recall(plus_visual, task, action, no_text)
-            rows.append([paper, *TABLE3.get(paper, (None, None)), without, with_, with_visual, n])
+            rows.append([paper, *TABLE3.get(paper, (None, None)), without, with_, with_visual, n,
+                         difference(evals[NO_VISUAL.name], evals[NO_CAPTIONS.name], task, action, cfg, no_text),
+                         difference(plus_visual, evals[NO_VISUAL.name], task, action, cfg, no_text)])
         tables["tables"]["3"] = {
             "title": "Table 3: pins with no title or description, Recall@10 without → with captions "
                      "→ with captions + visual embeddings",
             "columns": ["eval set", "paper without", "paper with", "ours without", "ours with",
-                        "ours with + visual", "pairs"],
+                        "ours with + visual", "pairs", "Δ captions [CI]", "Δ visual [CI]"],
             "rows": rows,
         }
     if 4 in ablation.tables:
         sets = _sets("query-pin")
         rows = []
-        for label, variant in TABLE4_VARIANTS:
+        previous: Evaluation | None = None
+        for i, (label, variant) in enumerate(TABLE4_VARIANTS):
             cells: list[Any] = [label]
+            ev = plus_visual if variant is UNIFIED else evals[variant.name]
             for task, action, paper in sets:
-                ev = plus_visual if variant is UNIFIED else evals[variant.name]
                 cells += [TABLE4.get(label, {}).get(paper), recall(ev, task, action)[0]]
+            cells += [difference(ev, previous, task, action, cfg) if i else None for task, action, _ in sets]
             rows.append(cells)
+            previous = ev
         tables["tables"]["4"] = {
             "title": "Table 4: entity features added in order, Recall@10 (the paper's rows all include its "
                      "visual embedding; ours add it last)",
-            "columns": ["features"] + [f"{c} {p}" for _, _, p in sets for c in ("paper", "ours")],
+            "columns": ["features"] + [f"{c} {p}" for _, _, p in sets for c in ("paper", "ours")]
+                       + [f"Δ {p} [CI]" for _, _, p in sets],
             "rows": rows,
         }
     if 5 in ablation.tables:
         rows = []
         for task, action, paper in _sets("query-"):
-            single, n = recall(evals[SINGLE_TASK[task].name], task, action)
-            rows.append([paper, *TABLE5.get(paper, (None, None)), single, recall(unified, task, action)[0], n])
+            single_ev = evals[SINGLE_TASK[task].name]
+            single, n = recall(single_ev, task, action)
+            rows.append([paper, *TABLE5.get(paper, (None, None)), single, recall(unified, task, action)[0], n,
+                         difference(unified, single_ev, task, action, cfg)])
         tables["tables"]["5"] = {
             "title": "Table 5: single-task models vs the unified model, Recall@10",
-            "columns": ["eval set", "paper single", "paper unified", "ours single", "ours unified", "pairs"],
+            "columns": ["eval set", "paper single", "paper unified", "ours single", "ours unified", "pairs",
+                        "Δ unified [CI]"],
             "rows": rows,
         }
     if 6 in ablation.tables:
         rows = []
         for task, action, paper in _sets("compat-"):
             joint, n = recall(unified, task, action)
-            rows.append([paper, *TABLE6.get(paper, (None, None)), joint, recall(evals[COMPAT_ONLY.name], task,
-                                                                                 action)[0], n])
+            alone = evals[COMPAT_ONLY.name]
+            rows.append([paper, *TABLE6.get(paper, (None, None)), joint, recall(alone, task, action)[0], n,
+                         difference(unified, alone, task, action, cfg)])
         tables["tables"]["6"] = {
             "title": "Table 6: against frozen legacy embeddings, compatibility towers trained jointly vs "
                      "a query encoder trained only against legacy embeddings, Recall@10",
-            "columns": ["eval set", "paper jointly", "paper alone", "ours jointly", "ours alone", "pairs"],
+            "columns": ["eval set", "paper jointly", "paper alone", "ours jointly", "ours alone", "pairs",
+                        "Δ jointly [CI]"],
             "rows": rows,
         }
     return tables
 
 
 def _cell(v: Any) -> str:
+    """A figure to 3 places; a ``difference`` as "+0.022 [−0.004, +0.048]"; none as "–"."""
     if v is None:
         return "–"
+    if isinstance(v, (tuple, list)):
+        d, lo, hi = v
+        return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 

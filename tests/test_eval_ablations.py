@@ -3,10 +3,12 @@ tables put the paper's figures beside ours (training is replaced by fake models 
 the real run is ``omni eval RUN --ablations``)."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 
+from omnisearchsage.contract import Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import evaluate
@@ -25,6 +27,7 @@ from omnisearchsage.orchestration.ablations import (
 )
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.loop import CONFIG
 
 from .test_eval_run import fake_model
 
@@ -161,3 +164,67 @@ def test_a_run_without_visual_slot_is_the_no_visual_model(tiny_ws):
     assert save[4:6] == [MODELS.index("run"), None]  # "with captions" is the run itself; "+ visual" empty
     last = tables["tables"]["4"]["rows"][-1]
     assert last[0] == "+ visual" and all(c is None for c in last[1:])
+
+
+def test_each_comparison_carries_a_paired_query_bootstrap_interval(tables, tiny_ws):
+    t3, t4, t5, t6 = (tables["tables"][k] for k in ("3", "4", "5", "6"))
+    # Table 5, query-pin: the unified model and only-query-pin are the same good model: no difference.
+    pin = next(r for r in t5["rows"] if r[0] == "pin save")
+    assert t5["columns"][-1].startswith("Δ") and pin[-1] == (0.0, 0.0, 0.0)
+    # Query click: the unified model differs from a constant only-query-query model, and the interval
+    # (paired, by query) excludes zero; the difference is the cells' difference.
+    query = next(r for r in t5["rows"] if r[0] == "query click")
+    d, lo, hi = query[-1]
+    assert d == pytest.approx(query[4] - query[3]) and lo <= d <= hi and (lo > 0 or hi < 0)
+    assert t6["columns"][-1] == "Δ jointly [CI]" and all(r[-1] is not None for r in t6["rows"])
+    # Table 4: the first row has nothing before it; a refused variant leaves its step empty.
+    assert t4["rows"][0][-3:] == [None] * 3 and t4["rows"][1][-3:] == [None] * 3
+    assert t4["rows"][2][-1] is not None
+    # Table 3 compares on the text-less pins only, as its figures do.
+    row = next(r for r in t3["rows"] if r[0] == "pin save")
+    assert row[-2][0] == pytest.approx(row[4] - row[3])
+    assert "| +0.000 [+0.000, +0.000] |" in ablation_markdown(tables)
+
+
+def test_a_difference_refuses_variants_scored_on_different_pairs(tiny_ws):
+    good = fake_model(tiny_ws)
+    cfg = EvalConfig(ann=(), baselines=())
+    _, a = evaluate(tiny_ws, good, cfg)
+    _, b = evaluate(tiny_ws, good, cfg)
+    key = next(iter(b.ranked))
+    b.ranked[key] = b.ranked[key].head(len(b.ranked[key]) // 2)
+    task, action = key[1], b.ranked[key]["action"][0]
+    with pytest.raises(OmniError, match="different"):
+        ablations.difference(a, b, task, action, cfg)
+
+
+def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_changed(tmp_path, monkeypatch):
+    """A config stored before a field existed compares at that field's default (which keeps the old
+    behaviour), so upgrading does not retrain every variant; a real change, or ``retrain``, does."""
+    ws, base = Workspace(tmp_path), TrainConfig()
+    trained: list[str] = []
+    monkeypatch.setattr(ablations, "train", lambda ws, cfg, name, overwrite: trained.append(name))
+    monkeypatch.setattr(ablations, "export_run", lambda ws, name: None)
+    monkeypatch.setattr(ablations.EmbeddingModel, "from_export", staticmethod(lambda root: root))
+    run_tasks = ["query-pin", "compat-pin"]
+    for name, variant in (("r", UNIFIED), ("r--abl-no-captions", NO_CAPTIONS)):
+        stored = json.loads(json.dumps(variant_config(base, variant, AblationConfig()).to_json()))
+        del stored["fine_tune_hard_negatives"]  # written before the option existed (its default: what it did)
+        run = ws.run_dir(name)
+        run.mkdir(parents=True)
+        (run / CONFIG).write_text(json.dumps({"config": stored, "tasks": run_tasks}), encoding="utf-8")
+        ws.run(name).export.root.mkdir(parents=True)
+        ws.run(name).export.manifest.write_text("{}", encoding="utf-8")
+    ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
+    assert trained == []
+    ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig(retrain=True))
+    assert trained == ["r--abl-no-captions"]
+    ablations.train_variant(ws, "r", NO_CAPTIONS, replace(base, steps=base.steps + 1), AblationConfig())
+    assert trained == ["r--abl-no-captions"] * 2
+    # An option whose default changed behaviour: a config without it was trained the old way.
+    stored = json.loads((ws.run_dir("r--abl-no-captions") / CONFIG).read_text(encoding="utf-8"))
+    del stored["config"]["model"]["compat_from"]
+    (ws.run_dir("r--abl-no-captions") / CONFIG).write_text(json.dumps(stored), encoding="utf-8")
+    assert TrainConfig.from_json(stored["config"]).model.compat_from == "body"
+    ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
+    assert trained == ["r--abl-no-captions"] * 3

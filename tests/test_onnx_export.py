@@ -1,6 +1,7 @@
 """``omni export --onnx``: onnxruntime's query embeddings equal torch's (n-gram and tiny-BERT towers)."""
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -74,21 +75,32 @@ def test_ngram_onnx_matches_torch_through_the_cli(ws: Workspace):
         assert np.abs(onnx.encode(texts[:size]) - reference[:size]).max() < 1e-5
 
 
-def test_ngram_onnx_compat_output_matches_torch(ws: Workspace):
+@pytest.mark.parametrize("compat_from", ["body", "bag"])
+def test_ngram_onnx_compat_output_matches_torch(ws: Workspace, compat_from: str):
     # 256 dims: the tiny world's legacy embeddings are 256-d, so the compat tasks train and the tower
-    # has a compat head; the graph serves it as a second output.
-    cfg = replace(SMALL, model=replace(SMALL.model, dim=256, lexical_buckets=0),
+    # has a compat head; the graph serves it as a second output, from the MLP's body or the hash bag.
+    cfg = replace(SMALL, model=replace(SMALL.model, dim=256, lexical_buckets=0, compat_from=compat_from,
+                                       compat_hidden=(16,)),
                   loss=replace(SMALL.loss, matryoshka_dims=(8, 256)))
-    train(ws, cfg, "compat")
-    export = export_run(ws, "compat")
+    train(ws, cfg, f"compat-{compat_from}")
+    export = export_run(ws, f"compat-{compat_from}")
     export_query_onnx(export)
     texts = _queries(ws)
     torch_encoder, onnx = load_query_encoder(export), OnnxQueryEncoder(export)
+    linears = [m for m in torch_encoder.tower.compat if isinstance(m, torch.nn.Linear)]
+    # "bag": the main MLP's shape (token_dim -> query_hidden) and then compat_hidden; "body": from the hidden layer.
+    assert [m.in_features for m in linears] == ([16, 32, 16] if compat_from == "bag" else [32, 16])
     assert onnx.outputs == ["embedding", "compat"] and onnx.compat_dim == torch_encoder.compat_dim == 256
     reference = torch_encoder.encode_compat(texts)
     assert np.abs(onnx.encode_compat(texts) - reference).max() < 1e-5
     assert np.abs(onnx.encode(texts) - torch_encoder.encode(texts)).max() < 1e-5
     assert np.abs(reference - torch_encoder.encode(texts)).max() > 0.1  # its own output, not the main one
+    if compat_from == "body":  # an export from before the option (no key) loads with the head it was trained with
+        cfg_path = export / "query_encoder" / "config.json"
+        stored = json.loads(cfg_path.read_text(encoding="utf-8"))
+        del stored["model"]["compat_from"]
+        cfg_path.write_text(json.dumps(stored), encoding="utf-8")
+        assert np.array_equal(load_query_encoder(export).encode_compat(texts), reference)
 
 
 def _tiny_bert(ws: Workspace, out: Path) -> Path:

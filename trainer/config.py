@@ -185,6 +185,8 @@ class TrainConfig:
             raise OmniError(f"fine_tune_min_queries {self.fine_tune_min_queries}: must be >= 0")
         if self.model.query_head not in ("linear", "residual"):
             raise OmniError(f"query_head {self.model.query_head!r}: choose linear or residual")
+        if self.model.compat_from not in ("bag", "body"):
+            raise OmniError(f"compat_from {self.model.compat_from!r}: choose bag or body")
         if (self.model.lexical_buckets or 0) < 0 or self.model.lexical_beta <= 0:
             raise OmniError("lexical_buckets must be >= 0 and lexical_beta > 0")
         if self.max_epochs is not None and self.max_epochs <= 0:
