@@ -58,6 +58,9 @@ def train_cmd(
         help="Give the compat tasks their own query output (and let them score the retrieval pairs of each "
              "step); default: on, except for a model anchored on its legacy embeddings' encoder.",
         show_default=False)] = _M.compat_head,
+    compat_from: Annotated[str, typer.Option(
+        help="What the n-gram query tower's compat head reads: bag (the hash bag, through an MLP of its own) "
+             "or body (the main MLP's hidden layer, as before).")] = _M.compat_from,
     lexical_tokens: Annotated[str, typer.Option(
         help="Comma-separated token kinds the lexical channel reads: unigram, bigram, char_trigram.")]
     = ",".join(_M.lexical_tokens),
@@ -117,7 +120,7 @@ def train_cmd(
     model = replace(_M, query_encoder=query_encoder, pooling=pooling, use_legacy=legacy, use_visual=visual,
                     entity_fields=_names(fields) if fields is not None else _M.entity_fields,
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
-                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head,
+                    lexical_tokens=_names(lexical_tokens), compat_head=compat_head, compat_from=compat_from,
                     field_dropout=None if field_dropout.strip() == "auto" else tuple(parse_numbers(
                         _names(field_dropout), "--field-dropout", "FIELD=P, e.g. engaged_queries=0.3").items()))
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -42,13 +42,16 @@ def _paper(h: dict[str, Any]) -> str:
 
 
 def fmt(v: Any) -> str:
-    """One table cell: floats to 3 places, (lo, hi) intervals in brackets, missing as "–"."""
+    """One table cell: floats to 3 places, (lo, hi) intervals in brackets, a (difference, lo, hi) as
+    "+0.022 [-0.004, +0.048]", missing as "–"."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
         return f"{v:.3f}"
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v):
         return f"[{v[0]:.3f}, {v[1]:.3f}]"
+    if isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, float) for x in v):
+        return f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]"
     return str(v)
 
 

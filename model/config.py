@@ -35,14 +35,14 @@ class ModelConfig:
     entity_hidden: tuple[int, ...] = (512,)
     #: Hidden widths of the n-gram query tower's MLP.
     query_hidden: tuple[int, ...] = (512,)
-    #: Give the compat tasks (query vs the frozen legacy embeddings) their own output: a head on the
-    #: query tower's body (the n-gram MLP's last hidden layer, the transformer's pooled output), as
-    #: wide as the legacy embeddings. Without it they score the first legacy-width dims of the main
+    #: Give the compat tasks (query vs the frozen legacy embeddings) their own output, as wide as the
+    #: legacy embeddings (what its head reads: ``compat_from``; a transformer's, its pooled output). Without it they score the first legacy-width dims of the main
     #: output, which the main tasks and the Matryoshka prefixes pull towards the entity tower's space
     #: (README, *Ablations*, Table 6, has the comparison). None: on, except for a model anchored on its
     #: legacy embeddings' encoder (``trainer.anchor``), whose compat space is its own starting space.
     compat_head: bool | None = None
-    #: Hidden widths of the compat head's own MLP (empty: one linear map).
+    #: Hidden widths the compat head adds (with ``compat_from="body"`` or a transformer, empty is one
+    #: linear map; with "bag" they follow the ``query_hidden`` layers).
     compat_hidden: tuple[int, ...] = ()
     #: What the n-gram query tower's compat output reads. "bag": the hash bag's token vector, through
     #: an MLP of its own shaped as the main one (``query_hidden``, then ``compat_hidden``), so the two
@@ -118,7 +118,7 @@ class ModelConfig:
     #: What a stored config that lacks a key was built with, where that differs from today's default
     #: (the key came later, with a new behaviour as its default): ``config_from_json`` fills these, so an
     #: old export loads as it was trained and an old ablation variant is not taken for a current one.
-    LEGACY: ClassVar[dict[str, Any]] = {"compat_from": "body"}
+    LEGACY: ClassVar[dict[str, Any]] = {"compat_head": False, "compat_from": "body"}
 
 
 def config_from_json(cls: type, data: dict[str, Any]) -> Any:

@@ -194,6 +194,8 @@ class NgramQueryTower(nn.Module):
         super().__init__()
         self.bag = HashEmbeddingBag(num_ids, cfg.hash_rows, cfg.token_dim, cfg.hash_probes, cfg.hash_seed + 1)
         self.mlp = mlp(cfg.token_dim, *cfg.query_hidden, cfg.dim)
+        if cfg.compat_from not in ("bag", "body"):  # an export's config is not validated: say it here
+            raise OmniError(f"compat_from {cfg.compat_from!r}: choose bag or body")
         self.compat_from_bag = cfg.compat_from == "bag"
         if self.compat_from_bag:  # its own MLP of the main one's shape, on the bag
             self.compat = compat_head(cfg, cfg.token_dim, compat_dim, hidden=cfg.query_hidden)

@@ -51,6 +51,7 @@ from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
 from omnisearchsage.evaluation.metrics import paired_bootstrap_diff
 from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, TABLE6
+from omnisearchsage.evaluation.report import fmt
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
@@ -162,8 +163,9 @@ def run_uses_visual(ws: Workspace, run: str) -> bool:
 
 def _as_stored(cfg: TrainConfig) -> Any:
     """``cfg`` as ``config.json`` stores it (lists, not tuples). A stored config goes through
-    ``TrainConfig.from_json`` first, so a field added since it was written compares at its default,
-    which keeps the behaviour of before: an upgrade alone does not retrain every variant."""
+    ``TrainConfig.from_json`` first, so a key added since it was written compares at what that version
+    did (the default, or the class's ``LEGACY`` value where the default changed behaviour): an upgrade
+    alone does not retrain every variant, and a variant trained the old way is not taken for a new one."""
     return json.loads(json.dumps(cfg.to_json()))
 
 
@@ -173,8 +175,12 @@ def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
     name = f"{run}--abl-{variant.name}"
     run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
     export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks)
-    same = export.manifest.exists() and _as_stored(TrainConfig.from_json(
-        read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
+    same = False
+    if export.manifest.exists():
+        try:
+            same = _as_stored(TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
+        except OmniError:  # a config of another version (a key since removed): train afresh
+            same = False
     if budget_cfg.retrain or not same:
         log.info("ablation: training %s", name)
         train(ws, train_cfg, name, overwrite=True)
@@ -205,13 +211,16 @@ def difference(a: Evaluation | None, b: Evaluation | None, task: str, action: st
     Every variant is scored on the same held-out pairs, so the pairs are resampled by query for both
     models at once (:func:`~omnisearchsage.evaluation.metrics.paired_bootstrap_diff`): the interval says
     whether one step of a table is more than the noise of a few hundred test queries, which two
-    separate intervals would overstate. None when either model has no figure on the set."""
+    separate intervals would overstate. None when either model has no figure on the set, or (with a
+    warning) when the two were scored on different pairs (an export reused from another catalogue)."""
     fa, fb = _pairs(a, task, action, ids), _pairs(b, task, action, ids)
     if fa is None or fb is None:
         return None
-    per_query = [f.group_by("qrow").agg(pl.col("hit").sum(), pairs=pl.len()).sort("qrow") for f in (fa, fb)]
-    if not per_query[0].select("qrow", "pairs").equals(per_query[1].select("qrow", "pairs")):
-        raise OmniError(f"ablation: two variants were scored on different {task} {action} pairs")
+    if not all(x.equals(y) for x, y in zip(*(f.select("query", "entity_id").sort("query", "entity_id")
+                                              for f in (fa, fb)))):
+        log.warning("ablation: two variants were scored on different %s %s pairs; no difference shown", task, action)
+        return None
+    per_query = [f.group_by("query").agg(pl.col("hit").sum(), pairs=pl.len()).sort("query") for f in (fa, fb)]
     return paired_bootstrap_diff(per_query[0]["hit"].to_numpy(), per_query[1]["hit"].to_numpy(),
                                  per_query[0]["pairs"].to_numpy(), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
 
@@ -324,16 +333,6 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     return tables
 
 
-def _cell(v: Any) -> str:
-    """A figure to 3 places; a ``difference`` as "+0.022 [−0.004, +0.048]"; none as "–"."""
-    if v is None:
-        return "–"
-    if isinstance(v, (tuple, list)):
-        d, lo, hi = v
-        return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 def ablation_markdown(ablations: dict[str, Any]) -> str:
     """One Markdown table per paper table, paper figures beside ours ("–": no figure)."""
     steps = f"{ablations['steps']} steps" if ablations.get("steps") else "the run's own budget"
@@ -341,7 +340,7 @@ def ablation_markdown(ablations: dict[str, Any]) -> str:
     for table in ablations["tables"].values():
         out += [f"## {table['title']}", "", "| " + " | ".join(table["columns"]) + " |",
                 "|" + "---|" * len(table["columns"])]
-        out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table["rows"]]
+        out += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table["rows"]]
         out.append("")
     for name, err in ablations.get("errors", {}).items():
         out.append(f"- variant `{name}` could not be trained: {err}")

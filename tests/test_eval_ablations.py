@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import polars as pl
 import pytest
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import evaluate
+from omnisearchsage.evaluation.report import fmt
 from omnisearchsage.orchestration import ablations
 from omnisearchsage.orchestration.ablations import (
     COMPAT_ONLY,
@@ -186,16 +188,21 @@ def test_each_comparison_carries_a_paired_query_bootstrap_interval(tables, tiny_
     assert "| +0.000 [+0.000, +0.000] |" in ablation_markdown(tables)
 
 
-def test_a_difference_refuses_variants_scored_on_different_pairs(tiny_ws):
+def test_a_difference_needs_the_same_pairs_and_reads_as_a_cell_after_a_json_round_trip(tiny_ws, caplog):
+    """Two variants scored on other pairs (an export reused from another catalogue) get no difference,
+    with a warning; matching query counts are not enough, the (query, entity) pairs must be equal."""
     good = fake_model(tiny_ws)
     cfg = EvalConfig(ann=(), baselines=())
     _, a = evaluate(tiny_ws, good, cfg)
-    _, b = evaluate(tiny_ws, good, cfg)
-    key = next(iter(b.ranked))
-    b.ranked[key] = b.ranked[key].head(len(b.ranked[key]) // 2)
-    task, action = key[1], b.ranked[key]["action"][0]
-    with pytest.raises(OmniError, match="different"):
-        ablations.difference(a, b, task, action, cfg)
+    key = next(iter(a.ranked))
+    task, action = key[1], a.ranked[key]["action"][0]
+    assert ablations.difference(a, a, task, action, cfg) == (0.0, 0.0, 0.0)
+    for change in (lambda f: f.head(len(f) // 2), lambda f: f.with_columns(pl.col("entity_id") + "x")):
+        _, b = evaluate(tiny_ws, good, cfg)
+        b.ranked[key] = change(b.ranked[key])
+        assert ablations.difference(a, b, task, action, cfg) is None
+    assert "different" in caplog.text
+    assert fmt(json.loads(json.dumps((0.02, -0.004, 0.048)))) == "+0.020 [-0.004, +0.048]"
 
 
 def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_changed(tmp_path, monkeypatch):
@@ -228,3 +235,8 @@ def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_chang
     assert TrainConfig.from_json(stored["config"]).model.compat_from == "body"
     ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
     assert trained == ["r--abl-no-captions"] * 3
+    # A key this version does not know (a config of another version): trained afresh, not refused.
+    stored["config"]["model"]["no_such_option"] = 1
+    (ws.run_dir("r--abl-no-captions") / CONFIG).write_text(json.dumps(stored), encoding="utf-8")
+    ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
+    assert trained == ["r--abl-no-captions"] * 4

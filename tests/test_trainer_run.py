@@ -260,7 +260,15 @@ def test_compat_tasks_score_their_own_head_and_the_main_tasks_never_move_it(ws: 
     assert head and main_head
     assert all(compat[n] for n in head) and not any(main[n] for n in head)
     assert all(main[n] for n in main_head) and not any(compat[n] for n in main_head)
-    assert main["bag.table"] and compat["bag.table"]  # the body is shared
+    assert main["bag.table"] and compat["bag.table"]  # the token table is shared ...
+    assert not any(compat[n] for n in main if n.startswith("mlp."))  # ... and nothing above it ("bag")
+    # "body": the head reads the main MLP's hidden layer, which both kinds of task then train.
+    body = _objective(ws, replace(SMALL, model=replace(SMALL.model, compat_from="body")), data).train()
+    objective, query = body, body.model.query
+    main, compat = moved({"query-pin", "query-product", "query-query"}), moved({"compat-pin", "compat-product"})
+    assert main["mlp.0.weight"] and compat["mlp.0.weight"] and not compat[f"mlp.{len(query.mlp) - 1}.weight"]
+    with pytest.raises(OmniError, match="compat_from 'mlp'"):
+        replace(SMALL, model=replace(SMALL.model, compat_from="mlp")).validate()
     # Off, the compat tasks score the main output's prefix again (the arrangement before the head).
     off = replace(SMALL, model=replace(SMALL.model, compat_head=False))
     assert _objective(ws, off, data).model.query.compat is None
@@ -451,3 +459,17 @@ def test_cli_train_and_export(ws: Workspace):
     assert fresh.exit_code == 0, fresh.output
     assert not (ws.export_dir("cli")).exists()  # the old run went, export included
     assert list(json.loads((ws.run_dir("cli") / "config.json").read_text())["tasks"]) == ["query-pin"]
+
+
+def test_a_config_from_before_an_option_reads_as_that_version_trained():
+    """A key missing from a stored config takes the value the writing version behaved as where today's
+    default differs (``LEGACY``: a run resumes, an export loads, an ablation variant compares as it was
+    trained), else today's default."""
+    stored = json.loads(json.dumps(TrainConfig().to_json()))
+    del stored["compat_shared_pairs"], stored["model"]["compat_head"], stored["model"]["compat_from"]
+    del stored["model"]["dim"]
+    cfg = TrainConfig.from_json(stored)
+    assert (cfg.compat_shared_pairs, cfg.model.compat_head, cfg.model.compat_from) == (False, False, "body")
+    assert cfg.model.dim == TrainConfig().model.dim
+    fresh = TrainConfig.from_json(json.loads(json.dumps(TrainConfig().to_json())))
+    assert (fresh.compat_shared_pairs, fresh.model.compat_head, fresh.model.compat_from) == (None, None, "bag")

@@ -13,7 +13,7 @@ and by the export, so every field must survive a JSON round trip (:meth:`TrainCo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from omnisearchsage.contract import TASKS
 from omnisearchsage.errors import OmniError
@@ -77,6 +77,9 @@ class TrainConfig:
     #: the pin / product batches: more compat pairs per step at the cost of query-tower passes only.
     #: None: on, except for an anchored model (as ``ModelConfig.compat_head``).
     compat_shared_pairs: bool | None = None
+    #: What a stored config lacking a key was trained with, where today's default differs (see
+    #: ``ModelConfig.LEGACY``): runs from before the shared compat pairs did without them.
+    LEGACY: ClassVar[dict[str, Any]] = {"compat_shared_pairs": False}
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after about 1.3 epochs of
     #: its pairs, well before the last step.
     steps: int = 600

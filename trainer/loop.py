@@ -466,12 +466,8 @@ def _run_config(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> t
     """
     if resume:
         saved_json = read_run_config(run)["config"]
+        # A run started before an option continues as it started (the configs' ``LEGACY`` values).
         saved = TrainConfig.from_json(saved_json)
-        # A run started before the compat head and the shared compat pairs continues as it started.
-        if "compat_head" not in saved_json.get("model", {}):
-            saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, compat_head=False))
-        if "compat_shared_pairs" not in saved_json:
-            saved = dataclasses.replace(saved, compat_shared_pairs=False)
         saved.validate()
         return saved, False
     cfg.validate()
