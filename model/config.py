@@ -36,8 +36,8 @@ class ModelConfig:
     #: Hidden widths of the n-gram query tower's MLP.
     query_hidden: tuple[int, ...] = (512,)
     #: Give the compat tasks (query vs the frozen legacy embeddings) their own output, as wide as the
-    #: legacy embeddings (what its head reads: ``compat_from``; a transformer's, its pooled output). Without it they score the first legacy-width dims of the main
-    #: output, which the main tasks and the Matryoshka prefixes pull towards the entity tower's space
+    #: legacy embeddings (what its head reads: ``compat_from``; a transformer's, its pooled output).
+    #: Without it they score the first legacy-width dims of the main output, which the main tasks and the Matryoshka prefixes pull towards the entity tower's space
     #: (README, *Ablations*, Table 6, has the comparison). None: on, except for a model anchored on its
     #: legacy embeddings' encoder (``trainer.anchor``), whose compat space is its own starting space.
     compat_head: bool | None = None

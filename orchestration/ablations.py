@@ -175,12 +175,11 @@ def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
     name = f"{run}--abl-{variant.name}"
     run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
     export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks)
-    same = False
-    if export.manifest.exists():
-        try:
-            same = _as_stored(TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
-        except OmniError:  # a config of another version (a key since removed): train afresh
-            same = False
+    try:
+        same = export.manifest.exists() and _as_stored(
+            TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
+    except OmniError:  # a config of another version (a key since removed): train afresh
+        same = False
     if budget_cfg.retrain or not same:
         log.info("ablation: training %s", name)
         train(ws, train_cfg, name, overwrite=True)
@@ -216,8 +215,8 @@ def difference(a: Evaluation | None, b: Evaluation | None, task: str, action: st
     fa, fb = _pairs(a, task, action, ids), _pairs(b, task, action, ids)
     if fa is None or fb is None:
         return None
-    if not all(x.equals(y) for x, y in zip(*(f.select("query", "entity_id").sort("query", "entity_id")
-                                              for f in (fa, fb)))):
+    ka, kb = (f.select("query", "entity_id").sort("query", "entity_id") for f in (fa, fb))
+    if not ka.equals(kb):
         log.warning("ablation: two variants were scored on different %s %s pairs; no difference shown", task, action)
         return None
     per_query = [f.group_by("query").agg(pl.col("hit").sum(), pairs=pl.len()).sort("query") for f in (fa, fb)]
