@@ -63,7 +63,8 @@ class WorldConfig:
     #: keeps a 15-day gap and a 7-day test window), so they have no training engagement and no
     #: engaged queries; the test window engages them like any pin. What a new pin has is its own
     #: text, image (captions), legacy embedding and boards, which is where enrichment must carry it.
-    fresh_pin_share: float = 0.3
+    #: 35% leaves engaged queries on 65% of pins, the paper's coverage.
+    fresh_pin_share: float = 0.35
     fresh_days: int = 21
 
     # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
@@ -71,7 +72,7 @@ class WorldConfig:
     attr_values_per_topic: int = 4
     #: Per attribute kind: the chance a pin's title (and, independently, its description) names
     #: the pin's value; products name more of theirs (shop titles list colour, material, audience).
-    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.1, 0.05, 0.2)
+    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.05, 0.02, 0.2)
     product_text_attr_prob: tuple[float, ...] = (0.5, 0.3, 0.5, 0.3, 0.2, 0.4)
     #: A named attribute is another value of the topic instead (careless or misleading text).
     text_attr_noise_prob: float = 0.1
@@ -83,7 +84,7 @@ class WorldConfig:
     query_attr_counts: tuple[float, float, float] = (0.3, 0.4, 0.3)
     #: Relative chance of each attribute kind being asked (lexicon order): style and occasion,
     #: which mostly board titles reveal, are what people search Pinterest for most.
-    query_kind_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 2.0, 1.0)
+    query_kind_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 3.0, 3.0, 1.0)
 
     # ---- products
     product_brand_prob: float = 0.9
@@ -93,7 +94,7 @@ class WorldConfig:
     # ---- boards
     #: Pins saved to at least one board; each such pin is on 1 + Poisson(extra) boards.
     on_board_share: float = 0.90
-    extra_boards_mean: float = 1.5
+    extra_boards_mean: float = 2.0
     #: Board saves within the pin's topic; generic, uninformative board titles ("favs").
     board_topic_match: float = 0.9
     board_generic_title_prob: float = 0.1
@@ -103,7 +104,7 @@ class WorldConfig:
     board_emoji_prob: float = 0.3
     #: Boards titled with a style or an occasion word ("boho living room", "party nails"), and
     #: saves that go to a board naming the pin's own style or occasion (else any of the topic).
-    board_facet_prob: float = 0.8
+    board_facet_prob: float = 0.9
     board_facet_match: float = 0.9
 
     # ---- engagements

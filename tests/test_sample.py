@@ -317,7 +317,7 @@ def test_queries_ask_a_concept_and_up_to_two_attributes(tiny_ws: Workspace) -> N
     kinds = queries["attributes"].explode().drop_nulls().str.split("=").list.first()
     counts = dict(kinds.value_counts().iter_rows())
     assert set(counts) == set(ATTRIBUTE_KINDS) and min(counts.values()) > 0.06 * kinds.len()
-    # Style and occasion (query_kind_weights 2) are asked about more often than any other kind.
+    # Style and occasion (query_kind_weights 3) are asked about more often than any other kind.
     others = [counts[k] for k in ATTRIBUTE_KINDS if k not in ("style", "occasion")]
     assert min(counts["style"], counts["occasion"]) > 1.4 * max(others), counts
     # No query asks two values of one kind.
@@ -345,7 +345,7 @@ def test_engagements_prefer_entities_with_the_asked_attributes(tiny_ws: Workspac
 
 
 def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspace) -> None:
-    """About 30% of the pins are created after the cutoff: no training-window engagement (so no engaged
+    """About a third of the pins are created after the cutoff: no training-window engagement (so no engaged
     queries), but the test window engages them about as often as the rest."""
     truth = _read(tiny_ws, TRUTH_PINS)
     assert truth["fresh"].mean() == pytest.approx(world_config("tiny").fresh_pin_share, abs=0.05)
