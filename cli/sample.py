@@ -38,7 +38,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes identical files.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a workspace that already holds tables.")] = False,
 ) -> None:
-    """Generate a synthetic Pinterest-like world: pins, products, boards, two years of engagements.
+    """Generate a synthetic Pinterest-like world: pins, products, boards, a year of engagements.
 
     Writes the raw/ tables and images plus the generator's ground truth (truth/); prints statistics.
     """

@@ -8,7 +8,7 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   (colour, pattern, material, style, occasion, audience), drawn from the few values its topic
   uses. Colour and pattern are *visual*: they are drawn in the image.
 * Queries ask for a concept plus zero to two attributes, with modifiers, synonyms and typos,
-  ~15% non-English, Zipf popularity. An engagement (two years, traffic growing mildly so the
+  ~15% non-English, Zipf popularity. An engagement (one year, traffic growing mildly so the
   last week is well populated) links a query to a pin, a product or a related query of mostly
   the same topic and concept, preferring entities that have the attributes the query asked for,
   then popular ones (Zipf entity popularity).
