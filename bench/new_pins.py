@@ -1,13 +1,15 @@
-"""Recall@10 on pins created after the cutoff against the others, model beside BM25, on a generated world.
+"""Recall@10 on pins created after the cutoff against the others, with and without text, model beside BM25.
 
     python bench/new_pins.py WORKSPACE RUN [RUN ...]
 
 Pins created after the training cutoff (``truth/pins.parquet`` column ``fresh``; ``created_at`` in the
-catalogue) have no training engagement, hence no engaged queries, and make up about 30% of the
+catalogue) have no training engagement, hence no engaged queries, and make up about a third of the
 sample world's test pairs. This splits every query→pin evaluation set (random-index protocol, the
-evaluation's own ranks) into new and settled pins, for each run's export and for the BM25 baselines
-(``bm25-text``: the pin's own text; ``bm25-text+queries``: plus its engaged queries) on the same pairs.
-Each cell has its pairs and a 95% interval from resampling queries (``metrics.bootstrap_ci``).
+evaluation's own ranks) into new and settled pins, each into pins with a title or description and pins
+with neither (the paper's Table 3 set), for each run's export and for the BM25 baselines (``bm25-text``:
+the pin's own text; ``bm25-text+queries``: plus its engaged queries) on the same pairs. Each cell has its
+pairs and a 95% interval from resampling queries (``metrics.bootstrap_ci``). With the default run and its
+``--abl-no-captions`` variant, the cells bound what captions can add to Table 3 (README, *Evaluate*).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import replace
 
 import polars as pl
 
-from omnisearchsage.contract import TRUTH_PINS, Workspace
+from omnisearchsage.contract import PINS, TRUTH_PINS, Workspace
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, evaluate
 from omnisearchsage.evaluation.metrics import bootstrap_ci
@@ -26,17 +28,20 @@ K = 10
 BASELINES = ("bm25-text", "bm25-text+queries")
 
 
-def breakdown(ranked: pl.DataFrame, fresh: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
-    """Per (action, new/settled): pairs and Recall@K with its query-bootstrap interval."""
-    joined = ranked.join(fresh, left_on="entity_id", right_on="pin_id", how="inner")
+def breakdown(ranked: pl.DataFrame, pins: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
+    """Per (action, new/settled, with/without text): pairs and Recall@K with its query-bootstrap interval.
+
+    ``pins``: ``pin_id``, ``fresh`` and ``untitled`` (neither title nor description)."""
+    joined = ranked.join(pins, left_on="entity_id", right_on="pin_id", how="inner")
     rows = []
-    for (action, is_new), part in joined.group_by("action", "fresh"):
+    for (action, is_new, untitled), part in joined.group_by("action", "fresh", "untitled"):
         per_query = part.group_by("query").agg(hits=(pl.col("rank_random") <= K).sum(), pairs=pl.len())
         low, high = bootstrap_ci(per_query["hits"].to_numpy(), per_query["pairs"].to_numpy(),
                                  cfg.bootstrap_samples, cfg.confidence, cfg.seed)
-        rows.append({"action": action, "pins": "new" if is_new else "settled", "pairs": part.height,
+        rows.append({"action": action, "pins": "new" if is_new else "settled",
+                     "text": "no text" if untitled else "text", "pairs": part.height,
                      "recall": float((part["rank_random"] <= K).mean()), "low": low, "high": high})
-    return pl.DataFrame(rows).sort("action", "pins")
+    return pl.DataFrame(rows).sort("action", "pins", "text", descending=[False, False, True])
 
 
 def main() -> None:
@@ -45,17 +50,19 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     ws = Workspace(args.workspace)
-    fresh = read_table(ws, TRUTH_PINS).select("pin_id", "fresh").collect()
+    pins = (read_table(ws, TRUTH_PINS).select("pin_id", "fresh")
+            .join(read_table(ws, PINS).select("pin_id", untitled=pl.col("title").is_null()
+                                              & pl.col("description").is_null()), on="pin_id").collect())
     for i, run in enumerate(args.runs):
         cfg = replace(EvalConfig(), baselines=BASELINES if i == 0 else (), ann=())
         ev = evaluate(ws, EmbeddingModel.from_export(ws.run(run).export.root), cfg)[1]
         systems = [(run, MODEL)] + ([(b, b) for b in BASELINES] if i == 0 else [])
         for label, system in systems:
-            table = breakdown(ev.ranked[(system, "query-pin")], fresh, cfg)
-            print(f"\n{label}: query→pin Recall@{K} (random index), new vs settled pins")
+            table = breakdown(ev.ranked[(system, "query-pin")], pins, cfg)
+            print(f"\n{label}: query→pin Recall@{K} (random index), new vs settled pins, with vs without text")
             for r in table.iter_rows(named=True):
-                print(f"  {r['action']:<11} {r['pins']:<8} {r['recall']:.3f} [{r['low']:.3f}–{r['high']:.3f}]"
-                      f"  ({r['pairs']} pairs)")
+                print(f"  {r['action']:<11} {r['pins']:<8} {r['text']:<8} {r['recall']:.3f} "
+                      f"[{r['low']:.3f}–{r['high']:.3f}]  ({r['pairs']} pairs)")
 
 
 if __name__ == "__main__":
