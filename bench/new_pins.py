@@ -18,10 +18,11 @@ from dataclasses import replace
 
 import polars as pl
 
-from omnisearchsage.contract import PINS, TRUTH_PINS, Workspace
+from omnisearchsage.contract import TRUTH_PINS, Workspace
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, evaluate
 from omnisearchsage.evaluation.metrics import bootstrap_ci
+from omnisearchsage.orchestration.ablations import no_text_pins
 from omnisearchsage.validate import read_table
 
 K = 10
@@ -31,7 +32,7 @@ BASELINES = ("bm25-text", "bm25-text+queries")
 def breakdown(ranked: pl.DataFrame, pins: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
     """Per (action, new/settled, with/without text): pairs and Recall@K with its query-bootstrap interval.
 
-    ``pins``: ``pin_id``, ``fresh`` and ``untitled`` (neither title nor description)."""
+    ``pins``: ``pin_id``, ``fresh`` and ``untitled`` (Table 3's pins: neither title nor description)."""
     joined = ranked.join(pins, left_on="entity_id", right_on="pin_id", how="inner")
     rows = []
     for (action, is_new, untitled), part in joined.group_by("action", "fresh", "untitled"):
@@ -50,9 +51,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     ws = Workspace(args.workspace)
-    pins = (read_table(ws, TRUTH_PINS).select("pin_id", "fresh")
-            .join(read_table(ws, PINS).select("pin_id", untitled=pl.col("title").is_null()
-                                              & pl.col("description").is_null()), on="pin_id").collect())
+    untitled = list(no_text_pins(ws))  # Table 3's set, as the ablations define it
+    pins = (read_table(ws, TRUTH_PINS).select("pin_id", "fresh", untitled=pl.col("pin_id").is_in(untitled))
+            .collect())
     for i, run in enumerate(args.runs):
         cfg = replace(EvalConfig(), baselines=BASELINES if i == 0 else (), ann=())
         ev = evaluate(ws, EmbeddingModel.from_export(ws.run(run).export.root), cfg)[1]

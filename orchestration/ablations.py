@@ -233,7 +233,7 @@ def _empty(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
 
 
-def _no_text_pins(ws: Workspace) -> set[str]:
+def no_text_pins(ws: Workspace) -> set[str]:
     """Pins with neither a title nor a description (Table 3's subset)."""
     frame = read_table(ws, PINS).filter(_empty("title") & _empty("description")).select("pin_id").collect()
     return set(frame["pin_id"].to_list())
@@ -267,7 +267,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
         evals[NO_VISUAL.name] = unified
     tables: dict[str, Any] = {"steps": ablation.steps, "errors": errors, "tables": {}}
     if 3 in ablation.tables:
-        no_text = _no_text_pins(ws)
+        no_text = no_text_pins(ws)
         rows = []
         for task, action, paper in _sets("query-pin"):
             without, n = recall(evals[NO_CAPTIONS.name], task, action, no_text)
