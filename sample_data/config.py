@@ -3,7 +3,7 @@
 The defaults encode what makes the paper's effects measurable: ~30% pins without any text (the
 paper reports 71% title/description coverage), ~15% non-English queries, Zipf popularity of
 queries and entities (so in-batch negatives are popularity-biased and logQ correction matters),
-~90% of pins on at least one board, a mild growth of traffic so the last week (the test
+~90% of pins on at least one board, traffic growing over the year so the last week (the test
 window) holds enough events, and entity attributes that each channel reveals only in part
 (see ``generate.py``), so every enrichment adds something the others miss.
 """
@@ -52,6 +52,10 @@ class WorldConfig:
     #: Among pins with text: probability of a title, of a description (at least one is kept).
     pin_title_prob: float = 0.8
     pin_description_prob: float = 0.6
+    #: A pin without text is shown for a query, and so engaged, this much less often than one with
+    #: text of equal popularity (search engines match text, and captions are what change that), so it
+    #: gathers fewer engaged queries; its test-window engagements are drawn the same way.
+    untitled_search_exposure: float = 0.5
     #: Pins whose image has a ground-truth description (alt text).
     alt_text_share: float = 0.30
     #: Per text slot: a word from an unrelated topic, a typo.
@@ -122,10 +126,11 @@ class WorldConfig:
         default_factory=lambda: {"save": 0.25, "long_click": 0.25, "click": 0.5})
     product_actions: dict[str, float] = field(
         default_factory=lambda: {"click": 0.7, "add_to_cart": 0.2, "checkout": 0.1})
-    #: A year of logs ending at ``end`` (exclusive); traffic grows by ``growth`` over the span.
+    #: A year of logs ending at ``end`` (exclusive); traffic grows by ``growth`` over the span, which
+    #: puts more pairs in the 7-day test window than flat traffic would (less noise per ablation step).
     end: datetime = datetime(2026, 11, 1)
     days: int = 365
-    growth: float = 1.6
+    growth: float = 2.5
 
     # ---- embeddings and images
     legacy_dim: int = 256

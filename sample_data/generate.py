@@ -8,10 +8,11 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   (colour, pattern, material, style, occasion, audience), drawn from the few values its topic
   uses. Colour and pattern are *visual*: they are drawn in the image.
 * Queries ask for a concept plus zero to two attributes, with modifiers, synonyms and typos,
-  ~15% non-English, Zipf popularity. An engagement (one year, traffic growing mildly so the
-  last week is well populated) links a query to a pin, a product or a related query of mostly
-  the same topic and concept, preferring entities that have the attributes the query asked for,
-  then popular ones (Zipf entity popularity).
+  ~15% non-English, Zipf popularity. An engagement (one year, traffic growing so the last week
+  is well populated) links a query to a pin, a product or a related query of mostly the same
+  topic and concept, preferring entities that have the attributes the query asked for, then
+  popular ones (Zipf entity popularity). Search shows a pin without any text less often
+  (``untitled_search_exposure`` scales its popularity), so it is engaged less in both windows.
 * Each channel reveals a different, noisy part of an entity (the paper's point: enrichment adds
   what the catalogue's own fields miss):
 
@@ -35,7 +36,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   ==================  =====================================================================
 
   No channel carries an entity's id or anything drawn from the engagements (the test window).
-* Images: each unique image file shows one (topic, concept, colour, pattern). Pins and products
+* Images: each unique image file shows one (topic, concept, colour, pattern); pattern marks stop at
+  an unbroken edge so the shape, which names the topic, stays readable. Pins and products
   draw their own colour and pattern, then pick an image of their (topic, concept) showing that
   look, else that colour, else any (by popularity), so many pins share one file, the way repins do.
 * Fresh pins (``fresh_pin_share``): created ``fresh_days`` before the log ends, after the training
@@ -475,7 +477,8 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
     pins_w = _TableWriter(ws, PINS, stack)
     truth_w = _TableWriter(ws, TRUTH_PINS, stack)
     bp_w = _TableWriter(ws, BOARD_PINS, stack)
-    no_text = alt = on_board = 0
+    texted = np.zeros(n, bool)
+    alt = on_board = 0
     with progress_bar(n, "pins", "pin") as bar:
         for chunk, lo, hi in _chunks(n, cfg.entity_chunk_rows):
             r = _rng(world.seed, _STREAM_PINS, chunk + 1)
@@ -534,13 +537,16 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
             b = boards.sampler.draw(r, bt, facet)
             bp = pl.DataFrame([boards.ids.gather(b).alias("board_id"), pid.gather(rows).alias("pin_id")])
             bp_w.write(bp.unique(maintain_order=True))
-            no_text += int((~has_text).sum())
+            texted[lo:hi] = has_text
             alt += int(has_alt.sum())
             on_board += int(saved.sum())
             bar.advance(m)
     stats.pins, stats.board_pins = n, bp_w.rows
-    stats.pins_without_text, stats.pins_with_alt_text, stats.pins_on_a_board = no_text / n, alt / n, on_board / n
+    stats.pins_without_text = float(1 - texted.mean())
+    stats.pins_with_alt_text, stats.pins_on_a_board = alt / n, on_board / n
     stats.pins_fresh = float(fresh.mean())
+    # Search shows a pin without text less often (the legacy engine matches text), so it is engaged less.
+    weight = np.where(texted, weight, weight * cfg.untitled_search_exposure)
     settled = np.flatnonzero(~fresh)
     return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS), fresh, settled,
                      _BlockSampler(topic[settled], concept[settled], weight[settled], N_CONCEPTS))

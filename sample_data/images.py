@@ -4,7 +4,9 @@ pattern, inside a frame whose colour is the concept's.
 Each topic owns one (shape, background) pair, each concept slot one frame colour, and the
 entity's visual attributes (``colour``, ``pattern``) are the shapes' fill colour and fill pattern
 (see :mod:`~omnisearchsage.sample_data.lexicon`), so the pixels determine the topic, concept,
-colour and pattern words and a captioner can learn to recover them. Count, size, position and
+colour and pattern words and a captioner can learn to recover them. Pattern marks stop at an
+unbroken edge in the fill colour: marks that reached the background cut small shapes apart and left
+the shape, hence the topic, the word a captioner got wrong most. Count, size, position and
 colour jitter vary per image so no two files are identical. Images are small PNGs (lossless, so
 a seed gives identical bytes).
 """
@@ -28,8 +30,10 @@ from omnisearchsage.sample_data.lexicon import (
 )
 
 #: Shape radius as a fraction of the side inside the frame: one big shape, or up to three smaller ones.
-_SINGLE_RADIUS = (0.22, 0.32)
-_MULTI_RADIUS = (0.12, 0.18)
+_SINGLE_RADIUS = (0.24, 0.34)
+_MULTI_RADIUS = (0.15, 0.2)
+#: Width of the unbroken edge drawn round each shape over its pattern marks, as a fraction of the side.
+_EDGE = 0.03
 _STAR_INNER = 0.45
 #: The frame (concept colour) is this fraction of the image side wide: at 64 px about half a
 #: 16-px patch, wide enough for the small captioner to tell the concept; shapes stay inside it.
@@ -99,33 +103,44 @@ def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int) ->
     return int(r), int(g), int(b)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                colour: tuple[int, int, int]) -> None:
-    if shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    elif shape == "ring":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(2, int(r / 3)))
-    elif shape == "square":
-        draw.regular_polygon((cx, cy, r), 4, rotation=45, fill=colour)
-    elif shape == "diamond":
-        draw.regular_polygon((cx, cy, r), 4, rotation=0, fill=colour)
-    elif shape == "triangle":
-        draw.regular_polygon((cx, cy, r), 3, fill=colour)
-    elif shape == "hexagon":
-        draw.regular_polygon((cx, cy, r), 6, fill=colour)
-    elif shape == "cross":
+def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """The polygon of a shape (every shape but circle and ring), so it can be filled or outlined."""
+    if shape in ("square", "diamond", "triangle", "hexagon"):
+        sides, turn = {"square": (4, math.pi / 4), "diamond": (4, 0.0), "triangle": (3, 0.0),
+                       "hexagon": (6, 0.0)}[shape]
+        angles = [-math.pi / 2 + turn + 2 * math.pi * k / sides for k in range(sides)]
+        return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
+    if shape == "cross":
         w = r / 3
-        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=colour)
-        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=colour)
-    elif shape == "star":
+        arm = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r)]
+        return [(cx + x, cy + y) for x, y in arm] + [(cx - x, cy - y) for x, y in arm]
+    if shape == "star":
         pts = []
         for k in range(10):
             rad = r if k % 2 == 0 else r * _STAR_INNER
             a = -math.pi / 2 + k * math.pi / 5
             pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
-        draw.polygon(pts, fill=colour)
+        return pts
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
+                colour: tuple[int, int, int] | int, edge: int = 0) -> None:
+    """Fill a shape, or with ``edge`` > 0 draw only its outline that many pixels wide (a ring is
+    an outline already: ``edge`` leaves it alone, or its pattern would be painted over)."""
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "ring":
+        if not edge:
+            draw.ellipse(box, outline=colour, width=max(2, int(r / 3)))
+    elif shape == "circle":
+        if edge:
+            draw.ellipse(box, outline=colour, width=edge)
+        else:
+            draw.ellipse(box, fill=colour)
+    elif edge:
+        draw.polygon(_outline(shape, cx, cy, r), outline=colour, width=edge)
     else:
-        raise ValueError(f"unknown shape {shape!r}")
+        draw.polygon(_outline(shape, cx, cy, r), fill=colour)
 
 
 def _pattern_mask(pattern: str, size: int) -> Image.Image:
@@ -153,13 +168,20 @@ def draw_image(spec: ImageSpec, rng: np.random.Generator, size: int, jitter: int
     lo, hi = _SINGLE_RADIUS if spec.count == 1 else _MULTI_RADIUS
     width = max(2, round(size * _FRAME))
     inner = size - 2 * width
+    drawn = []
     for _ in range(spec.count):
         r = inner * rng.uniform(lo, hi)
         cx, cy = width + rng.uniform(r, inner - r, 2)
-        _draw_shape(draw, spec.shape, float(cx), float(cy), float(r), _jitter(FILLS[spec.fill], rng, jitter))
-        _draw_shape(mask, spec.shape, float(cx), float(cy), float(r), 255)  # type: ignore[arg-type]
+        colour = _jitter(FILLS[spec.fill], rng, jitter)
+        _draw_shape(draw, spec.shape, float(cx), float(cy), float(r), colour)
+        _draw_shape(mask, spec.shape, float(cx), float(cy), float(r), 255)
+        drawn.append((float(cx), float(cy), float(r), colour))
     marks = np.minimum(np.asarray(_pattern_mask(spec.pattern_word, size)), np.asarray(shapes))
     img.paste(_PATTERN_INK, mask=Image.fromarray(marks))
+    # The marks stop at an unbroken edge in the fill colour, so the pattern never breaks the silhouette.
+    edge = max(1, round(size * _EDGE))
+    for cx, cy, r, colour in drawn:
+        _draw_shape(draw, spec.shape, cx, cy, r, colour, edge=edge)
     ImageDraw.Draw(img).rectangle((0, 0, size - 1, size - 1), outline=_jitter(FRAMES[spec.concept], rng, jitter),
                                   width=width)
     return img

@@ -24,7 +24,7 @@ from omnisearchsage.contract import (
 from omnisearchsage.errors import OmniError
 from omnisearchsage.sample_data.config import world_config
 from omnisearchsage.sample_data.generate import generate_world
-from omnisearchsage.sample_data.images import ImageSpec
+from omnisearchsage.sample_data.images import ImageSpec, draw_image
 from omnisearchsage.sample_data.lexicon import (
     ATTRIBUTE_KINDS,
     ATTRIBUTES,
@@ -32,6 +32,8 @@ from omnisearchsage.sample_data.lexicon import (
     FILLS,
     FRAMES,
     LANGS,
+    PATTERNS,
+    SHAPES,
     TOPICS,
 )
 from omnisearchsage.split import TimeSplit
@@ -175,6 +177,24 @@ def test_images_show_topic_concept_colour_and_pattern(tiny_ws: Workspace) -> Non
         assert row["image_description"].startswith(("one", "two", "three"))
 
 
+def test_pattern_marks_never_break_a_shapes_edge() -> None:
+    """Stripes, dots and checks stop at an unbroken edge in the fill colour, so a shape's silhouette
+    (hence the topic a captioner must name) stays readable whatever the pattern."""
+    for pattern in range(1, len(PATTERNS)):
+        for shape_topic in range(len(SHAPES)):
+            if SHAPES[shape_topic] == "ring":  # an outline already: its marks are the ring itself
+                continue
+            spec = ImageSpec(shape_topic, 0, 1, colour=0, pattern=pattern)
+            image = np.asarray(draw_image(spec, np.random.default_rng(0), 64, 0)).astype(int)
+            fill = np.abs(image - np.array(FILLS[spec.fill])).max(axis=2) == 0
+            marks = (image == 250).all(axis=2)
+            # Every mark pixel is enclosed: no mark pixel touches the background (4-neighbourhood).
+            background = ~fill & ~marks
+            touching = marks & (np.roll(background, 1, 0) | np.roll(background, -1, 0)
+                                | np.roll(background, 1, 1) | np.roll(background, -1, 1))
+            assert marks.any() and not touching.any(), (spec.shape, spec.pattern_word)
+
+
 def test_each_topic_has_its_own_picture() -> None:
     """A captioner can only recover the topic if no two topics look alike."""
     looks = {(ImageSpec(t, 0, 1).shape, ImageSpec(t, 0, 1).background) for t in range(len(TOPICS))}
@@ -293,6 +313,24 @@ def test_images_show_the_entity_look_which_tells_nothing_of_the_concept(looks_ws
 
     # Topic alone: ~1/6; topic + look may only lose (its cells are smaller), never gain.
     assert held_out_accuracy(["topic", "look"]) < held_out_accuracy(["topic"]) + 0.03
+
+
+def test_search_shows_pins_without_text_less(looks_ws: Workspace) -> None:
+    """A pin with neither title nor description is engaged about ``untitled_search_exposure`` times as
+    often as one with text (a little more: a block's few candidates saturate for the most popular pins),
+    in the training window (so it gathers fewer engaged queries) and the test window alike (the test
+    window is drawn like training)."""
+    exposure = world_config("tiny").untitled_search_exposure
+    pins = _read(looks_ws, PINS).select(
+        "pin_id", untitled=pl.col("title").is_null() & pl.col("description").is_null())
+    split = TimeSplit.for_workspace(looks_ws)
+    eng = _read(looks_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
+    for window in (pl.col("ts") < split.train_end, pl.col("ts") >= split.test_start):
+        per_pin = (pins.join(eng.filter(window).group_by("entity_id").len(), left_on="pin_id",
+                             right_on="entity_id", how="left")
+                   .group_by("untitled").agg(pl.col("len").fill_null(0).mean()))
+        means = dict(zip(per_pin["untitled"], per_pin["len"]))
+        assert exposure - 0.1 < means[True] / means[False] < exposure + 0.25, means
 
 
 def test_legacy_embeddings_reveal_the_concept_weakly(looks_ws: Workspace) -> None:
