@@ -97,7 +97,8 @@ def finetune_captioner(
         Path | None, typer.Option(help="Where to save it. Default: WS/models/captioner.", show_default=False)
     ] = None,
     seconds: Annotated[
-        float, typer.Option(help="Time budget of the training loop, in seconds.")
+        float, typer.Option(help="Time cap of the training loop, in seconds (--steps decides first unless "
+                                 "the machine is slow).")
     ] = FinetuneConfig.time_budget_s,
     steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = FinetuneConfig.steps,
     lr: Annotated[

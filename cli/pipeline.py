@@ -16,7 +16,8 @@ def pipeline(
     run: Annotated[str, typer.Option("--run", help="Name of the training run under runs/.")] = "main",
     steps: Annotated[int | None, typer.Option(help="Training steps (default: the trainer's).")] = None,
     finetune_seconds: Annotated[float | None, typer.Option(
-        help="Time budget for fine-tuning the captioner (default: the fine-tuner's).")] = None,
+        help="Time cap for fine-tuning the captioner, which otherwise stops at its step count (default: the "
+             "fine-tuner's cap).")] = None,
     visual_model: Annotated[str | None, typer.Option(
         help="Image model of the visual-embedding stage: a local Hugging Face vision model folder (default: "
              "the bundled EfficientNet-Lite0; the stage is skipped when it is not installed).")] = None,

@@ -69,6 +69,12 @@ def train_cmd(
              "tower learns to do without it (engaged_queries: new entities have none); 'auto': P per field is "
              "how much more often the catalogue lacks it than the training positives do; '' for none.")]
     = "auto",
+    presence_dropout: Annotated[float, typer.Option(
+        help="Share of training rows cut to the fields of a random catalogue entity of their kind (both must "
+             "have a field to keep it): trains on the catalogue's joint absences, e.g. a new pin without text "
+             "that has neither title, description nor engaged queries; 'auto' field dropout then covers only "
+             "what is left of each field's skew.")]
+    = _M.presence_dropout,
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
@@ -122,7 +128,8 @@ def train_cmd(
                     lexical_buckets=lexical_buckets, lexical_fields=_names(lexical_fields),
                     lexical_tokens=_names(lexical_tokens), compat_head=compat_head, compat_from=compat_from,
                     field_dropout=None if field_dropout.strip() == "auto" else tuple(parse_numbers(
-                        _names(field_dropout), "--field-dropout", "FIELD=P, e.g. engaged_queries=0.3").items()))
+                        _names(field_dropout), "--field-dropout", "FIELD=P, e.g. engaged_queries=0.3").items()),
+                    presence_dropout=presence_dropout)
     cfg = replace(_D, tasks=_names(tasks), steps=steps, max_epochs=max_epochs or None, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, checkpoint_minutes=checkpoint_minutes, checkpoint_every=checkpoint_every,
                   cpu_threads=threads or None, model=model, pretrained_lr_scale=pretrained_lr_scale,

@@ -59,6 +59,13 @@ class ModelConfig:
     #: ``p`` per field to how much more often the catalogue lacks it than the training positives do
     #: (``trainer.field_dropout``); ``()``: none.
     field_dropout: tuple[tuple[str, float], ...] | None = None
+    #: Share of training rows whose fields are cut to those of a random catalogue entity of the same kind
+    #: (the row keeps a field only where both have it), on top of ``field_dropout``. Independent per-field
+    #: dropout rarely empties several fields together, yet the catalogue's missing fields come together:
+    #: a new pin without text lacks title, description and engaged queries at once, and has only its
+    #: caption, boards and embeddings; this trains on that joint absence at the catalogue's own rates.
+    #: The trainer hands the tower the catalogue's presence patterns (``trainer.field_dropout``).
+    presence_dropout: float = 0.0
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
     #: Concatenate the entity's visual embedding (``enrich/visual_embeddings.parquet``, zeros + a 0 flag

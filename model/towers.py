@@ -135,6 +135,10 @@ class EntityTower(nn.Module):
                 # Not saved with the weights: a training-time knob, read from the config.
                 self.register_buffer("field_drop", torch.tensor([float(drop.get(f, 0.0)) for f in self.fields]),
                                      persistent=False)
+                self.presence_dropout = cfg.presence_dropout
+                # Per entity kind (index into the trainer's kinds): distinct field-presence patterns
+                # [patterns, fields] and their cumulative catalogue shares; set by set_presence_patterns.
+                self.presence: list[tuple[torch.Tensor, torch.Tensor]] = []
             self.mlp = mlp((cfg.token_dim if self.fields else 0) + dense_dim, *cfg.entity_hidden, cfg.dim)
         if anchor is not None:
             if anchor[1] != cfg.dim:
@@ -148,11 +152,33 @@ class EntityTower(nn.Module):
                                            dtype=torch.long)
         self.out_dim = cfg.dim + (lexical.buckets if lexical is not None else 0)
 
+    def set_presence_patterns(self, per_kind: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The catalogue's field presence for ``presence_dropout``: per entity kind (in the order of the
+        ``kinds`` that :meth:`forward` receives), distinct presence patterns (bool [patterns, fields]) and
+        how many catalogue entities have each. Training-only state: never saved with the weights."""
+        self.presence = [(torch.as_tensor(p, dtype=torch.float32),
+                          torch.as_tensor(np.cumsum(c) / np.sum(c), dtype=torch.float32)) for p, c in per_kind]
+
+    def _presence_keep(self, kinds: torch.Tensor, n: int) -> torch.Tensor:
+        """[n, fields] 1/0: a ``presence_dropout`` share of rows keep only the fields of a catalogue
+        entity of their kind, drawn by the catalogue's pattern shares; the other rows keep every field."""
+        keep = torch.ones(n, len(self.fields), device=kinds.device)
+        chosen = torch.rand(n, device=kinds.device) < self.presence_dropout
+        draw = torch.rand(n, device=kinds.device)
+        for k, (patterns, cum) in enumerate(self.presence):  # tiny tensors: moved to the batch's device
+            rows = chosen & (kinds == k)
+            idx = torch.searchsorted(cum.to(kinds.device), draw[rows], right=True).clamp(max=len(cum) - 1)
+            keep[rows] = patterns.to(kinds.device)[idx]
+        return keep
+
     def extra_repr(self) -> str:
         return (f"fields={list(self.fields)}, dense_dim={self.dense_dim}, anchor={self.anchor}, "
                 f"lexical_fields={[self.fields[i] for i in self.lexical_fields]}, output=L2 ({self.out_dim})")
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor,
+                kinds: torch.Tensor | None = None) -> torch.Tensor:
+        """``kinds``: each row's entity kind (an index into the presence patterns), given by the trainer
+        so ``presence_dropout`` draws a pattern of the row's own kind; serving never passes it."""
         n = dense.shape[0]
         out = None
         if self.mlp is not None:
@@ -162,6 +188,8 @@ class EntityTower(nn.Module):
                 if self.training and bool(self.field_drop.any()):  # an emptied bag is a zero vector
                     keep = torch.rand(n, len(self.fields), 1, device=per_field.device) >= self.field_drop[:, None]
                     per_field = per_field * keep
+                if self.training and self.presence_dropout and self.presence and kinds is not None:
+                    per_field = per_field * self._presence_keep(kinds, n).unsqueeze(-1)
                 text = (per_field * self.field_weights.unsqueeze(-1)).sum(1)
                 parts = [text, dense.to(text.dtype)]
             out = self.mlp(torch.cat(parts, dim=1))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -51,6 +52,41 @@ def test_field_dropout_round_trips_and_is_checked() -> None:
         TrainConfig(model=ModelConfig(field_dropout=(("title", 1.0),))).validate()
     result = CliRunner().invoke(app, ["train", "-w", "/nonexistent", "--field-dropout", "engaged_queries"])
     assert isinstance(result.exception, OmniError) and "is not FIELD=P" in str(result.exception)
+    with pytest.raises(OmniError, match="presence dropout 1.0"):
+        TrainConfig(model=ModelConfig(presence_dropout=1.0)).validate()
+    assert config_from_json(ModelConfig, {}).presence_dropout == 0.0  # runs written before the option
     assert ModelConfig().field_dropout is None  # "auto" (trainer.field_dropout) unless set
     # An unresolved "auto" builds a tower that drops nothing (serving and tests build towers directly).
     assert not EntityTower(replace(CFG, field_dropout=None), 8, ("a", "b"), 0).field_drop.any()
+
+
+def test_presence_dropout_cuts_rows_to_a_catalogue_pattern_of_their_own_kind() -> None:
+    """Kind 0's catalogue: 3 entities with a and b, 1 with a only; kind 1's: every entity has b only.
+    A share ``presence_dropout`` of the rows takes a pattern of its own kind (so a kind-0 row loses b a
+    quarter of those times and never a; a kind-1 row loses a each time), the rest keep every field;
+    evaluation and rows given no kinds are never touched."""
+    cfg = replace(CFG, field_dropout=(), presence_dropout=0.4)
+    torch.manual_seed(0)
+    tower = EntityTower(cfg, num_ids=8, fields=("a", "b"), dense_dim=0)
+    tower.set_presence_patterns([(np.array([[True, False], [True, True]]), np.array([1, 3])),
+                                 (np.array([[False, True]]), np.array([5]))])
+    n = 8000
+    ids, offsets = torch.tensor([1, 2] * n), torch.arange(2 * n)
+    kinds = torch.tensor([0, 1]).repeat(n // 2)
+    with torch.no_grad():
+        tower.eval()
+        full = tower(ids[:2], offsets[:2], torch.zeros(1, 0))[0]
+        no_b = tower(torch.tensor([1]), torch.tensor([0, 1]), torch.zeros(1, 0))[0]
+        no_a = tower(torch.tensor([2]), torch.tensor([0, 0]), torch.zeros(1, 0))[0]
+        assert torch.allclose(tower(ids, offsets, torch.zeros(n, 0), kinds), full.expand(n, -1))
+        tower.train()
+        assert torch.allclose(tower(ids, offsets, torch.zeros(n, 0)), full.expand(n, -1))  # no kinds
+        out = tower(ids, offsets, torch.zeros(n, 0), kinds)
+
+    def share(rows: torch.Tensor, like: torch.Tensor) -> float:
+        return float(torch.isclose(rows, like, atol=1e-6).all(1).float().mean())
+
+    k0, k1 = out[kinds == 0], out[kinds == 1]
+    assert share(k0, no_b) == pytest.approx(0.4 * 0.25, abs=0.02) and share(k0, no_a) == 0.0
+    assert share(k0, full) == pytest.approx(1 - 0.4 * 0.25, abs=0.02)
+    assert share(k1, no_a) == pytest.approx(0.4, abs=0.03) and share(k1, no_b) == 0.0

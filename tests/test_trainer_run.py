@@ -161,9 +161,15 @@ def test_auto_field_dropout_is_the_skew_between_catalogue_and_positives(ws: Work
     positives = data.tasks["query-pin"].cand_rows
     assert not no_eq[positives].any() and no_eq.mean() > 0.2  # fresh pins: none, training positives: all
     assert skew["engaged_queries"] > 0.1
-    # Titles: pins and products each lack them about as often in training as in the catalogue, though
-    # products (always titled) are a larger share of the positives than of the catalogue.
-    assert abs(skew["title"]) < SMALL.field_dropout_min
+    # Titles: search shows pins without text half as often, so positives lack a title less often than
+    # the catalogue, but far less skewed than engaged queries; captions: every pin and product has one.
+    assert 0 < skew["title"] < skew["engaged_queries"] / 2
+    assert abs(skew["caption"]) < SMALL.field_dropout_min
+    # Presence dropout q already empties a field of a positive with probability q (1 - e_pos) e_cat, so
+    # the per-field rule keeps only what is left of the skew.
+    assert field_skew(data, 0.0) == skew
+    assert 0 < field_skew(data, 0.5)["engaged_queries"] < skew["engaged_queries"]
+    assert field_skew(data, 0.5)["title"] < skew["title"]
     auto = dict(resolve_field_dropout(replace(SMALL, model=replace(SMALL.model, field_dropout=None)),
                                       data).model.field_dropout)
     for field, v in skew.items():

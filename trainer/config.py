@@ -217,6 +217,8 @@ class TrainConfig:
             if name not in self.model.entity_fields or not 0.0 <= p < 1.0:
                 raise OmniError(f"field dropout {name}={p}: the field must be one the entity tower reads "
                                 f"({', '.join(self.model.entity_fields)}) and 0 <= p < 1")
+        if not 0.0 <= self.model.presence_dropout < 1.0:
+            raise OmniError(f"presence dropout {self.model.presence_dropout}: need 0 <= p < 1")
         if self.checkpoint_minutes < 0 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise OmniError("checkpoint_minutes and checkpoint_every must be >= 0 and keep_checkpoints >= 1")
 

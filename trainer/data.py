@@ -49,6 +49,8 @@ ENTITY_TABLES: dict[str, tuple[TableSchema, TableSchema]] = {
     "pin": (FEATURE_PINS, PINS),
     "product": (FEATURE_PRODUCTS, PRODUCTS),
 }
+#: Entity kinds in a fixed order: a step batch's ``kinds`` tensor indexes it (presence dropout).
+ENTITY_KINDS = tuple(ENTITY_TABLES)
 
 
 def load_entity_catalogue(ws: Workspace, kind: str, fields: Sequence[str],
@@ -242,7 +244,7 @@ class TrainingData:
         and product rows' ``fields`` (the lexical channel's initial weights; unseen ids get the maximum)."""
         chosen = [i for i, f in enumerate(self.fields) if f in fields]
         df, docs = np.zeros(self.num_ids, dtype=np.int64), 0
-        for cat in (self.catalogues[k] for k in ("pin", "product") if k in self.catalogues):
+        for cat in (self.catalogues[k] for k in ENTITY_KINDS if k in self.catalogues):
             b, n = cat.bags, cat.bags.rows
             sizes = np.diff(b.bounds)
             rows = np.repeat(np.tile(np.arange(n, dtype=np.int64), b.fields), sizes)
@@ -353,7 +355,10 @@ class TrainingData:
         return out
 
     def entity_inputs(self, parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-        return entity_inputs(self.catalogues, self.dense_layout, parts)
+        """The entity tower's inputs, plus each row's kind (an :data:`ENTITY_KINDS` index) for
+        presence dropout."""
+        kinds = np.concatenate([np.full(len(rows), ENTITY_KINDS.index(kind), np.int64) for kind, rows in parts])
+        return entity_inputs(self.catalogues, self.dense_layout, parts) | {"kinds": torch.from_numpy(kinds)}
 
 
 @dataclass
@@ -419,7 +424,7 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     split = TimeSplit.for_workspace(ws)
     fields = tuple(cfg.model.entity_fields)
     images = visual_model(ws) if cfg.model.use_visual else None
-    entities = {k: c for k in ("pin", "product")
+    entities = {k: c for k in ENTITY_KINDS
                 if (c := load_entity_catalogue(ws, k, fields, images is not None)) is not None}
     for cat in entities.values():
         if cat.bags.max_id >= featurizer.num_ids:

@@ -16,6 +16,11 @@ least ``TrainConfig.field_dropout_min``, capped at ``field_dropout_max``, rounde
 (titles, captions, board titles on the sample world; every field of a relevance set without
 ``omni enrich queries``) gets none.
 
+With ``ModelConfig.presence_dropout`` q, a share q of the rows already keep only the fields of a random
+catalogue entity of their kind (:func:`presence_patterns`), so a positive lacks a field with probability
+``e_pos + q (1 - e_pos) e_cat`` (e: the shares without it); the rule then sets the per-field rate to
+what that leaves of the skew, usually nothing.
+
 ``ModelConfig.field_dropout`` None ("auto") is resolved here, once per run, before the run's config is
 written (a resume or an export reads the decision back); an explicit value (``omni train
 --field-dropout``, ``''`` for none) is never overridden.
@@ -28,25 +33,48 @@ from dataclasses import replace
 import numpy as np
 
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import TrainingData
+from omnisearchsage.trainer.data import ENTITY_KINDS, TrainingData
 
 log = logging.getLogger(__name__)
 
 
-def field_skew(data: TrainingData) -> dict[str, float]:
+def _empty(data: TrainingData, kind: str) -> np.ndarray:
+    """bool [fields, entities]: which of the ``kind`` catalogue's field bags are empty."""
+    bags = data.catalogues[kind].bags
+    return (np.diff(bags.bounds) == 0).reshape(bags.fields, bags.rows)
+
+
+def presence_patterns(data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per entity kind of :data:`ENTITY_KINDS` (the ``kinds`` the training batches carry): the distinct
+    field-presence patterns of its catalogue (bool [patterns, fields]) and how many entities have each;
+    an empty pattern list for a kind the run has no catalogue of."""
+    out = []
+    for kind in ENTITY_KINDS:
+        if kind not in data.catalogues or not data.fields:
+            out.append((np.ones((1, len(data.fields)), bool), np.ones(1)))
+            continue
+        patterns, counts = np.unique(~_empty(data, kind).T, axis=0, return_counts=True)
+        out.append((patterns, counts))
+    return out
+
+
+def field_skew(data: TrainingData, presence_dropout: float = 0.0) -> dict[str, float]:
     """Per entity-tower field: the share of catalogue entities without it minus the share of training
-    positives without it, taken per entity kind (pins and products differ in which fields they have
-    and in their share of the pairs) and averaged over the kinds by their share of the positives, the
-    rows the dropout acts on; positives counted once per training pair."""
+    positives without it (after ``presence_dropout``, see the module doc), taken per entity kind (pins
+    and products differ in which fields they have and in their share of the pairs) and averaged over
+    the kinds by their share of the positives, the rows the dropout acts on; positives counted once per
+    training pair."""
     skew, weight = np.zeros(len(data.fields)), 0
-    for kind in ("pin", "product"):
+    for kind in ENTITY_KINDS:
         cat = data.catalogues.get(kind)
         rows = [t.cand_rows for t in data.tasks.values() if t.candidate == kind and not t.frozen]
         if cat is None or not data.fields or not rows:
             continue
         positives = np.concatenate(rows)
-        empty = (np.diff(cat.bags.bounds) == 0).reshape(cat.bags.fields, cat.bags.rows)  # [fields, rows]
-        skew += len(positives) * (empty.mean(1) - empty[:, positives].mean(1))
+        empty = _empty(data, kind)
+        e_cat, e_pos = empty.mean(1), empty[:, positives].mean(1)
+        e_pos = e_pos + presence_dropout * (1 - e_pos) * e_cat
+        skew += len(positives) * (e_cat - e_pos)
         weight += len(positives)
     return {f: float(v / weight) for f, v in zip(data.fields, skew)} if weight else {}
 
@@ -56,7 +84,7 @@ def resolve_field_dropout(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     if cfg.model.field_dropout is not None:
         return cfg
     chosen: list[tuple[str, float]] = []
-    for field, skew in field_skew(data).items():
+    for field, skew in field_skew(data, cfg.model.presence_dropout).items():
         p = round(min(skew, cfg.field_dropout_max), 2)
         if p >= cfg.field_dropout_min:
             chosen.append((field, p))

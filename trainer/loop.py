@@ -62,7 +62,7 @@ from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
-from omnisearchsage.trainer.field_dropout import resolve_field_dropout
+from omnisearchsage.trainer.field_dropout import presence_patterns, resolve_field_dropout
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
 from omnisearchsage.trainer.hard_negatives import mine
 from omnisearchsage.trainer.lamb import Lamb
@@ -166,6 +166,8 @@ def _train(ws: Workspace, cfg: TrainConfig, name: str, run: Path, resume: bool, 
     torch.manual_seed(cfg.seed)
     idf = data.lexical_idf(cfg.model.lexical_fields, cfg.model.lexical_idf_offset) if cfg.model.lexical_buckets and not resume else None
     model = TwoTowerModel(cfg.model, spec, idf)
+    if cfg.model.presence_dropout and model.entity.bag is not None:
+        model.entity.set_presence_patterns(presence_patterns(data))
     criterion = MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim), loss_shares(cfg, data))
     objective = Objective(model, criterion)
     text_vectors, siamese = None, None
