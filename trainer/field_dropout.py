@@ -19,7 +19,7 @@ least ``TrainConfig.field_dropout_min``, capped at ``field_dropout_max``, rounde
 With ``ModelConfig.presence_dropout`` q, a share q of the rows already keep only the fields of a random
 catalogue entity of their kind (:func:`presence_patterns`), so a positive lacks a field with probability
 ``e_pos + q (1 - e_pos) e_cat`` (e: the shares without it); the rule then sets the per-field rate to
-what that leaves of the skew, usually nothing.
+what that leaves of the skew, a smaller rate or none.
 
 ``ModelConfig.field_dropout`` None ("auto") is resolved here, once per run, before the run's config is
 written (a resume or an export reads the decision back); an explicit value (``omni train
@@ -47,7 +47,7 @@ def _empty(data: TrainingData, kind: str) -> np.ndarray:
 def presence_patterns(data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per entity kind of :data:`ENTITY_KINDS` (the ``kinds`` the training batches carry): the distinct
     field-presence patterns of its catalogue (bool [patterns, fields]) and how many entities have each;
-    an empty pattern list for a kind the run has no catalogue of."""
+    for a kind the run has no catalogue of, the one pattern "every field" (its rows never occur)."""
     out = []
     for kind in ENTITY_KINDS:
         if kind not in data.catalogues or not data.fields:
