@@ -173,9 +173,9 @@ class FinetuneConfig:
     name the pretrained model and its processor are fine-tuned instead (use a
     smaller ``lr`` then, e.g. 2e-5). Training stops at ``steps`` or after
     ``time_budget_s`` seconds, whichever comes first. By default the steps decide, so a seed
-    gives the same captioner on a busy machine as on an idle one (time-budgeted, a 2-core run
-    sharing its cores got half the steps and named the subject of far fewer images right); the
-    time budget only caps a very slow machine.
+    gives the same captioner on a busy machine as on an idle one (time-budgeted, a run sharing
+    its cores trains fewer steps and captions worse; README, *Captions*); the time budget only
+    caps a very slow machine.
     """
 
     base_model: str | None = None
