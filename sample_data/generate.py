@@ -11,8 +11,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   ~15% non-English, Zipf popularity. An engagement (one year, traffic growing so the last week
   is well populated) links a query to a pin, a product or a related query of mostly the same
   topic and concept, preferring entities that have the attributes the query asked for, then
-  popular ones (Zipf entity popularity). Search shows a pin without any text less often
-  (``untitled_search_exposure`` scales its popularity), so it is engaged less in both windows.
+  popular ones (Zipf entity popularity). ``untitled_search_exposure`` < 1 makes search show a pin
+  without any text less often (it scales its popularity in both windows; off by default).
 * Each channel reveals a different, noisy part of an entity (the paper's point: enrichment adds
   what the catalogue's own fields miss):
 

@@ -315,16 +315,21 @@ def test_images_show_the_entity_look_which_tells_nothing_of_the_concept(looks_ws
     assert held_out_accuracy(["topic", "look"]) < held_out_accuracy(["topic"]) + 0.03
 
 
-def test_search_shows_pins_without_text_less(looks_ws: Workspace) -> None:
+@pytest.mark.parametrize("exposure", [1.0, 0.5])
+def test_untitled_search_exposure_scales_engagements_in_both_windows(
+        tmp_path_factory: pytest.TempPathFactory, exposure: float) -> None:
     """A pin with neither title nor description is engaged about ``untitled_search_exposure`` times as
     often as one with text (a little more: a block's few candidates saturate for the most popular pins),
     in the training window (so it gathers fewer engaged queries) and the test window alike (the test
-    window is drawn like training)."""
-    exposure = world_config("tiny").untitled_search_exposure
-    pins = _read(looks_ws, PINS).select(
+    window is drawn like training); the default world (1.0) engages both alike."""
+    root = tmp_path_factory.mktemp(f"exposure{exposure}")
+    generate_world(root, "tiny", seed=0, config=world_config("tiny", pins=6_000, pin_images=960,
+                                                             untitled_search_exposure=exposure))
+    ws = Workspace(root)
+    pins = _read(ws, PINS).select(
         "pin_id", untitled=pl.col("title").is_null() & pl.col("description").is_null())
-    split = TimeSplit.for_workspace(looks_ws)
-    eng = _read(looks_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
+    split = TimeSplit.for_workspace(ws)
+    eng = _read(ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
     for window in (pl.col("ts") < split.train_end, pl.col("ts") >= split.test_start):
         per_pin = (pins.join(eng.filter(window).group_by("entity_id").len(), left_on="pin_id",
                              right_on="entity_id", how="left")
