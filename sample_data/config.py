@@ -52,8 +52,8 @@ class WorldConfig:
     #: Among pins with text: probability of a title, of a description (at least one is kept).
     pin_title_prob: float = 0.8
     pin_description_prob: float = 0.6
-    #: A pin without text is shown for a query, and so engaged, this much as often as one with text of
-    #: equal popularity, in both windows (< 1: a text-matching engine served the logs). 1 by default: at
+    #: A pin without text is shown for a query, and so engaged, this many times as often as one with text
+    #: of equal popularity, in both windows (< 1: a text-matching engine served the logs). 1 by default: at
     #: 0.5 the model learns from both windows that pins without text are engaged less and ranks them
     #: below titled pins of the same content, captions or not, so Table 3 cannot show what captions add
     #: (README, *Evaluate*, world v8).

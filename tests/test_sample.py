@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -315,16 +316,17 @@ def test_images_show_the_entity_look_which_tells_nothing_of_the_concept(looks_ws
     assert held_out_accuracy(["topic", "look"]) < held_out_accuracy(["topic"]) + 0.03
 
 
-@pytest.mark.parametrize("exposure", [1.0, 0.5])
+@pytest.mark.parametrize("exposure", [None, 0.5])
 def test_untitled_search_exposure_scales_engagements_in_both_windows(
-        tmp_path_factory: pytest.TempPathFactory, exposure: float) -> None:
+        tmp_path_factory: pytest.TempPathFactory, exposure: float | None) -> None:
     """A pin with neither title nor description is engaged about ``untitled_search_exposure`` times as
     often as one with text (a little more: a block's few candidates saturate for the most popular pins),
     in the training window (so it gathers fewer engaged queries) and the test window alike (the test
-    window is drawn like training); the default world (1.0) engages both alike."""
-    root = tmp_path_factory.mktemp(f"exposure{exposure}")
-    generate_world(root, "tiny", seed=0, config=world_config("tiny", pins=6_000, pin_images=960,
-                                                             untitled_search_exposure=exposure))
+    window is drawn like training). ``None``: the default world's own setting."""
+    cfg = world_config("tiny", pins=6_000, pin_images=960)
+    exposure = cfg.untitled_search_exposure if exposure is None else exposure
+    root = tmp_path_factory.mktemp("exposure")
+    generate_world(root, "tiny", seed=0, config=replace(cfg, untitled_search_exposure=exposure))
     ws = Workspace(root)
     pins = _read(ws, PINS).select(
         "pin_id", untitled=pl.col("title").is_null() & pl.col("description").is_null())
