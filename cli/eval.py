@@ -70,6 +70,11 @@ def eval_cmd(
     ablation_tables: Annotated[str, typer.Option(help="Comma-separated paper tables --ablations computes "
                                                  "(3, 4, 5, 6); fewer tables train fewer variants.")]
     = ",".join(map(str, _A.tables)),
+    ablation_seeds: Annotated[int, typer.Option(help="Training seeds per ablation variant; every figure is "
+                                                "the mean over them (less noise from initialisation).",
+                                                min=1)] = _A.seeds,
+    ablation_jobs: Annotated[int, typer.Option(help="Ablation variants trained at once, each in its own "
+                                               "process (up to the cores).", min=1)] = _A.jobs,
     seed: Annotated[int, typer.Option(help="Seed of the random index, sampling and bootstrap.")] = _E.seed,
     ws: WorkspaceOpt = None,
 ) -> None:
@@ -96,7 +101,8 @@ def eval_cmd(
     if not tables or any(t not in ("3", "4", "5", "6") for t in tables):
         raise typer.BadParameter(f"{ablation_tables!r}: choose among 3, 4, 5, 6", param_hint="--ablation-tables")
     extra = [Ablations(run, replace(_A, steps=ablation_steps, batch_size=ablation_batch_size, retrain=retrain,
-                                    tables=tuple(sorted({int(t) for t in tables}))))] if ablations else []
+                                    tables=tuple(sorted({int(t) for t in tables})), seeds=ablation_seeds,
+                                    jobs=ablation_jobs))] if ablations else []
     w = workspace(ws)
     results = evaluate_run(w, run, cfg, topk_out, extra=extra)
     print_results(results)

@@ -19,9 +19,11 @@ Table 6    compatibility (the query's compat output vs frozen legacy embeddings)
            jointly with the unified model vs a query encoder trained only on the compat tasks
 =========  =========================================================================
 
-Variant runs are ``runs/<run>--abl-<variant>``; an existing export is reused unless
-``AblationConfig.retrain``. The paper's "relevance" column (human-judged pairs) is our
-``relevance`` set, the ground-truth-relevant test pairs (see ``evaluate.relevance_pairs``);
+Variant runs are ``runs/<run>--abl-<variant>`` (``...--seed<k>`` for the k-th extra training seed
+with ``AblationConfig.seeds``; every figure is then the mean over the seeds, and the unified
+reference's extra seeds are trained too); an existing export is reused unless
+``AblationConfig.retrain``. ``AblationConfig.jobs`` trains that many variants at once. The paper's
+"relevance" column (human-judged pairs) is our ``relevance`` set, the ground-truth-relevant test pairs (see ``evaluate.relevance_pairs``);
 on data without ground truth it stays empty.
 
 Where "+ visual" sits. The paper's entity tower reads its visual embedding in every row of
@@ -39,7 +41,9 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from multiprocessing import get_context
 from typing import Any
 
 import polars as pl
@@ -132,9 +136,10 @@ def task_batch_size(base: TrainConfig, batch_size: int, run_tasks: tuple[str, ..
 
 
 def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig,
-                   run_tasks: tuple[str, ...] = ()) -> TrainConfig:
+                   run_tasks: tuple[str, ...] = (), seed: int = 0) -> TrainConfig:
     """The run's TrainConfig with the variant's fields/tasks and the ablation budget; ``run_tasks``
-    (the tasks the run trained) size a ``task_batch`` variant's batch."""
+    (the tasks the run trained) size a ``task_batch`` variant's batch; ``seed`` (0, 1, ...) is added to
+    the run's training seed."""
     budget = {k: v for k, v in (("steps", budget_cfg.steps), ("batch_size", budget_cfg.batch_size))
               if v is not None}
     if variant.task_batch and variant.tasks and run_tasks:
@@ -148,7 +153,7 @@ def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConf
         dropout = tuple((f, p) for f, p in dropout if f in fields)
     model = replace(base.model, entity_fields=fields, use_visual=use_visual, field_dropout=dropout)
     tasks = base.tasks if variant.tasks is None else variant.tasks
-    return replace(base, model=model, tasks=tasks, **budget)
+    return replace(base, model=model, tasks=tasks, seed=base.seed + seed, **budget)
 
 
 def base_config(ws: Workspace, run: str) -> TrainConfig:
@@ -169,41 +174,98 @@ def _as_stored(cfg: TrainConfig) -> Any:
     return json.loads(json.dumps(cfg.to_json()))
 
 
-def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
-                  budget_cfg: AblationConfig) -> EmbeddingModel:
-    """Train and export the variant and load it; an export trained with the same config is reused."""
-    name = f"{run}--abl-{variant.name}"
+def variant_run(run: str, variant: Variant, seed: int = 0) -> str:
+    """Run name of ``variant`` trained with the run's seed + ``seed`` (``runs/<run>--abl-<variant>``,
+    then ``...--seed<seed>``)."""
+    return f"{run}--abl-{variant.name}" + (f"--seed{seed}" if seed else "")
+
+
+def _pending(ws: Workspace, run: str, variant: Variant, base: TrainConfig, budget_cfg: AblationConfig,
+             seed: int) -> tuple[str, TrainConfig] | None:
+    """(run name, config) when the variant must be trained; None when an export trained with the same
+    config exists (and ``retrain`` is off)."""
+    name = variant_run(run, variant, seed)
     run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
-    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks)
+    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks, seed)
     try:
         same = export.manifest.exists() and _as_stored(
             TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
     except OmniError:  # a config of another version (a key since removed): train afresh
         same = False
-    if budget_cfg.retrain or not same:
-        log.info("ablation: training %s", name)
-        train(ws, train_cfg, name, overwrite=True)
-        export_run(ws, name)
-    return EmbeddingModel.from_export(export.root)
+    return None if same and not budget_cfg.retrain else (name, train_cfg)
 
 
-def _pairs(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> pl.DataFrame | None:
-    """``ev``'s ranked pairs of one set (optionally on entities ``ids``) with a 0/1 ``hit`` column."""
-    if ev is None or (MODEL, task) not in ev.ranked:
+def _train_and_export(root: str, cfg: TrainConfig, name: str) -> None:
+    """Train and export one variant (a module-level function: run in a spawned process)."""
+    ws = Workspace(root)
+    log.info("ablation: training %s", name)
+    train(ws, cfg, name, overwrite=True)
+    export_run(ws, name)
+
+
+def train_variant(ws: Workspace, run: str, variant: Variant, base: TrainConfig,
+                  budget_cfg: AblationConfig, seed: int = 0) -> EmbeddingModel:
+    """Train and export the variant (with the run's seed + ``seed``) and load it; an export trained
+    with the same config is reused."""
+    todo = _pending(ws, run, variant, base, budget_cfg, seed)
+    if todo is not None:
+        _train_and_export(str(ws.root), todo[1], todo[0])
+    return EmbeddingModel.from_export(ws.run(variant_run(run, variant, seed)).export.root)
+
+
+def _worker_logging(level: int) -> None:
+    """A spawned process starts without the CLI's logging: log to stderr at the parent's level."""
+    logging.basicConfig(level=level, format="%(levelname)s [%(processName)s] %(name)s: %(message)s")
+
+
+def _train_in_parallel(ws: Workspace, run: str, wanted: list[tuple[Variant, int]], base: TrainConfig,
+                       budget_cfg: AblationConfig) -> None:
+    """Train the variants that need it, ``budget_cfg.jobs`` at a time in spawned processes. A variant
+    the trainer refuses is left untrained here: :func:`train_variant` meets the error again and reports it."""
+    if budget_cfg.jobs < 2:
+        return
+    todo = [t for v, s in wanted if (t := _pending(ws, run, v, base, budget_cfg, s)) is not None]
+    if len(todo) < 2:
+        return
+    with ProcessPoolExecutor(min(budget_cfg.jobs, len(todo)), mp_context=get_context("spawn"),
+                             initializer=_worker_logging, initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+        futures = {pool.submit(_train_and_export, str(ws.root), cfg, name): name for name, cfg in todo}
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except OmniError as e:
+                log.warning("ablation %s not trained: %s", futures[future], e)
+
+
+def _pairs(evs: list[Evaluation] | None, task: str, action: str, ids: set[str] | None = None) -> pl.DataFrame | None:
+    """The ranked pairs of one set (optionally on entities ``ids``), sorted, with ``hit``: the share of
+    the evaluations (one per training seed) that rank the pair's entity in the top ``K``."""
+    if not evs or any((MODEL, task) not in ev.ranked for ev in evs):
         return None
-    frame = ev.ranked[(MODEL, task)].filter(pl.col("action") == action)
-    if ids is not None:
-        frame = frame.filter(pl.col("entity_id").is_in(list(ids)))
-    return None if frame.is_empty() else frame.with_columns(hit=(pl.col("rank_random") <= K).cast(pl.Int64))
+    frames = []
+    for ev in evs:
+        frame = ev.ranked[(MODEL, task)].filter(pl.col("action") == action)
+        if ids is not None:
+            frame = frame.filter(pl.col("entity_id").is_in(list(ids)))
+        if frame.is_empty():
+            return None
+        frames.append(frame.select("query", "entity_id", hit=(pl.col("rank_random") <= K).cast(pl.Float64))
+                      .sort("query", "entity_id", "hit"))
+    if any(not f.select("query", "entity_id").equals(frames[0].select("query", "entity_id")) for f in frames):
+        log.warning("ablation: the seeds of one variant were scored on different %s %s pairs", task, action)
+        return None
+    return frames[0].with_columns(hit=pl.sum_horizontal(f["hit"] for f in frames) / len(frames))
 
 
-def recall(ev: Evaluation | None, task: str, action: str, ids: set[str] | None = None) -> tuple[float | None, int]:
-    """Recall@10 (random-index protocol) of ``ev``'s model on one set, optionally on entities ``ids``."""
-    frame = _pairs(ev, task, action, ids)
+def recall(evs: list[Evaluation] | None, task: str, action: str,
+           ids: set[str] | None = None) -> tuple[float | None, int]:
+    """Recall@10 (random-index protocol, mean over the seeds' evaluations) on one set, optionally on
+    entities ``ids``, and its pairs."""
+    frame = _pairs(evs, task, action, ids)
     return (None, 0) if frame is None else (float(frame["hit"].mean()), len(frame))
 
 
-def difference(a: Evaluation | None, b: Evaluation | None, task: str, action: str, cfg: EvalConfig,
+def difference(a: list[Evaluation] | None, b: list[Evaluation] | None, task: str, action: str, cfg: EvalConfig,
                ids: set[str] | None = None) -> tuple[float, float, float] | None:
     """Recall@10 of ``a`` minus that of ``b`` on one set, with a paired query-bootstrap interval.
 
@@ -215,8 +277,7 @@ def difference(a: Evaluation | None, b: Evaluation | None, task: str, action: st
     fa, fb = _pairs(a, task, action, ids), _pairs(b, task, action, ids)
     if fa is None or fb is None:
         return None
-    ka, kb = (f.select("query", "entity_id").sort("query", "entity_id") for f in (fa, fb))
-    if not ka.equals(kb):
+    if not fa.select("query", "entity_id").equals(fb.select("query", "entity_id")):
         log.warning("ablation: two variants were scored on different %s %s pairs; no difference shown", task, action)
         return None
     per_query = [f.group_by("query").agg(pl.col("hit").sum(), pairs=pl.len()).sort("query") for f in (fa, fb)]
@@ -248,15 +309,19 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     """
     sub_cfg = replace(cfg, baselines=(), ann=())
     base, visual = base_config(ws, run), run_uses_visual(ws, run)
-    evals: dict[str, Evaluation | None] = {}
-    errors: dict[str, str] = {}
     own_budget = ablation.steps is None and ablation.batch_size is None
-    for variant in variants_for(ablation.tables, visual):
-        if variant is UNIFIED and own_budget:  # same config and budget: the run itself
-            evals[variant.name] = main
+    # Same config and budget as the run: the run itself is the unified model's first seed.
+    wanted = [(v, s) for v in variants_for(ablation.tables, visual) for s in range(ablation.seeds)
+              if not (v is UNIFIED and own_budget and s == 0)]
+    _train_in_parallel(ws, run, wanted, base, ablation)
+    evals: dict[str, list[Evaluation] | None] = {UNIFIED.name: [main]} if own_budget else {}
+    errors: dict[str, str] = {}
+    for variant, seed in wanted:
+        if variant.name in errors:
             continue
         try:
-            evals[variant.name] = evaluate(ws, train_variant(ws, run, variant, base, ablation), sub_cfg)[1]
+            ev = evaluate(ws, train_variant(ws, run, variant, base, ablation, seed), sub_cfg)[1]
+            evals.setdefault(variant.name, []).append(ev)  # type: ignore[union-attr]
         except OmniError as e:  # a variant the trainer refuses is reported, not fatal
             log.warning("ablation %s not trained: %s", variant.name, e)
             evals[variant.name], errors[variant.name] = None, str(e)
@@ -265,7 +330,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     plus_visual = unified if visual else None
     if not visual:
         evals[NO_VISUAL.name] = unified
-    tables: dict[str, Any] = {"steps": ablation.steps, "errors": errors, "tables": {}}
+    tables: dict[str, Any] = {"steps": ablation.steps, "seeds": ablation.seeds, "errors": errors, "tables": {}}
     if 3 in ablation.tables:
         no_text = no_text_pins(ws)
         rows = []
@@ -286,7 +351,7 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     if 4 in ablation.tables:
         sets = _sets("query-pin")
         rows = []
-        previous: Evaluation | None = None
+        previous: list[Evaluation] | None = None
         for i, (label, variant) in enumerate(TABLE4_VARIANTS):
             cells: list[Any] = [label]
             ev = plus_visual if variant is UNIFIED else evals[variant.name]
@@ -335,7 +400,9 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
 def ablation_markdown(ablations: dict[str, Any]) -> str:
     """One Markdown table per paper table, paper figures beside ours ("–": no figure)."""
     steps = f"{ablations['steps']} steps" if ablations.get("steps") else "the run's own budget"
-    out = [f"# Ablations (each variant trained with {steps})", ""]
+    seeds = ablations.get("seeds", 1)
+    mean = f"; each figure the mean of {seeds} training seeds" if seeds > 1 else ""
+    out = [f"# Ablations (each variant trained with {steps}{mean})", ""]
     for table in ablations["tables"].values():
         out += [f"## {table['title']}", "", "| " + " | ".join(table["columns"]) + " |",
                 "|" + "---|" * len(table["columns"])]

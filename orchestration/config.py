@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omnisearchsage.errors import OmniError
+
 
 @dataclass(frozen=True)
 class AblationConfig:
@@ -23,3 +25,15 @@ class AblationConfig:
     tables: tuple[int, ...] = (3, 4, 5, 6)
     #: Retrain a variant even if ``runs/<run>--<variant>/export`` already exists.
     retrain: bool = False
+    #: Training seeds per variant (the run's seed, then the next ones): each cell is the mean over
+    #: them, each pair's hit averaged before the paired bootstrap. On a small test window one
+    #: variant's Recall@10 moves by a few hundredths from its initialisation and batch order alone,
+    #: as much as a table step; more seeds cut that part of the noise (not the test pairs' own).
+    seeds: int = 1
+    #: Variant models trained at once, each in its own process (spawned, ``TrainConfig.cpu_threads``
+    #: threads each): up to the machine's cores, as many times faster.
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.jobs < 1:
+            raise OmniError(f"ablation seeds {self.seeds} and jobs {self.jobs}: both must be >= 1")

@@ -4,8 +4,10 @@ the real run is ``omni eval RUN --ablations``)."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -14,6 +16,9 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import evaluate
 from omnisearchsage.evaluation.report import fmt
+from omnisearchsage.features.build import build_features
+from omnisearchsage.features.config import FeatureConfig
+from omnisearchsage.model.io import load_embeddings
 from omnisearchsage.orchestration import ablations
 from omnisearchsage.orchestration.ablations import (
     COMPAT_ONLY,
@@ -29,7 +34,8 @@ from omnisearchsage.orchestration.ablations import (
 )
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.loop import CONFIG
+from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.loop import CONFIG, read_run_config, train
 
 from .test_eval_run import fake_model
 
@@ -83,14 +89,14 @@ def _ablate(tiny_ws, visual: bool, coded: bool = False):
     good, bad = fake_model(tiny_ws), fake_model(tiny_ws, constant=True)
     trained: list[str] = []
 
-    def fake_train(ws, run, variant, base, cfg):
+    def fake_train(ws, run, variant, base, cfg, seed=0):
         trained.append(variant.name)
         if variant.name == "continuous-only":
             raise OmniError("entity_fields: choose a non-empty subset")
         return replace(good if variant.name in ("unified", "only-query-pin") else bad, version=variant.name)
 
     def coded_recall(ev, task, action, ids=None):
-        return (None, 0) if ev is None else (MODELS.index(ev.model.version), 1)
+        return (None, 0) if ev is None else (MODELS.index(ev[0].model.version), 1)
 
     cfg = EvalConfig(ann=(), baselines=())
     _, main = evaluate(tiny_ws, replace(good, version="run"), cfg)
@@ -107,7 +113,7 @@ def _ablate(tiny_ws, visual: bool, coded: bool = False):
 def tables(tiny_ws):
     good, bad = fake_model(tiny_ws), fake_model(tiny_ws, constant=True)
 
-    def fake_train(ws, run, variant, base, cfg):
+    def fake_train(ws, run, variant, base, cfg, seed=0):
         if variant.name == "continuous-only":
             raise OmniError("entity_fields: choose a non-empty subset")
         return good if variant.name in ("unified", "only-query-pin") else bad
@@ -197,11 +203,11 @@ def test_a_difference_needs_the_same_pairs_and_reads_as_a_cell_after_a_json_roun
     _, a = evaluate(tiny_ws, good, cfg)
     key = next(iter(a.ranked))
     task, action = key[1], a.ranked[key]["action"][0]
-    assert ablations.difference(a, a, task, action, cfg) == (0.0, 0.0, 0.0)
+    assert ablations.difference([a], [a], task, action, cfg) == (0.0, 0.0, 0.0)
     for change in (lambda f: f.head(len(f) // 2), lambda f: f.with_columns(pl.col("entity_id") + "x")):
         _, b = evaluate(tiny_ws, good, cfg)
         b.ranked[key] = change(b.ranked[key])
-        assert ablations.difference(a, b, task, action, cfg) is None
+        assert ablations.difference([a], [b], task, action, cfg) is None
     assert "different" in caplog.text
     assert fmt(json.loads(json.dumps((0.02, -0.004, 0.048)))) == "+0.020 [-0.004, +0.048]"
 
@@ -241,3 +247,63 @@ def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_chang
     (ws.run_dir("r--abl-no-captions") / CONFIG).write_text(json.dumps(stored), encoding="utf-8")
     ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
     assert trained == ["r--abl-no-captions"] * 4
+
+
+def test_with_two_seeds_every_figure_is_the_mean_over_the_seeds(tiny_ws):
+    """``seeds=2``: every variant is trained twice (the run itself is the unified model's first seed),
+    and each cell, and each difference, is the mean over the two models."""
+    good, bad = fake_model(tiny_ws), fake_model(tiny_ws, constant=True)
+    trained: list[tuple[str, int]] = []
+
+    def fake_train(ws, run, variant, base, cfg, seed=0):
+        trained.append((variant.name, seed))
+        return good if seed == 0 else bad
+
+    cfg = EvalConfig(ann=(), baselines=())
+    _, main = evaluate(tiny_ws, good, cfg)
+    _, weak = evaluate(tiny_ws, bad, cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ablations, "train_variant", fake_train)
+        mp.setattr(ablations, "base_config", lambda ws, run: TrainConfig())
+        mp.setattr(ablations, "run_uses_visual", lambda ws, run: True)
+        tables = run_ablations(tiny_ws, "r", cfg, main, AblationConfig(tables=(5, 6), seeds=2))
+    assert ("unified", 1) in trained and ("unified", 0) not in trained
+    assert sorted(s for name, s in trained if name == "compat-only") == [0, 1]
+    strong, poor = (ablations.recall([e], "query-pin", "save")[0] for e in (main, weak))
+    assert strong > poor  # else the mean below could not tell one seed from two
+    row = next(r for r in tables["tables"]["5"]["rows"] if r[0] == "pin save")
+    assert row[3] == pytest.approx((strong + poor) / 2) and row[4] == pytest.approx((strong + poor) / 2)
+    assert row[-1][0] == pytest.approx(0.0)
+    assert "each figure the mean of 2 training seeds" in ablation_markdown(tables)
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tiny_ws, tmp_path_factory):
+    """A real two-step run ``r`` on a copy of the tiny world."""
+    ws = Workspace(tmp_path_factory.mktemp("ablation_seeds") / "ws")
+    shutil.copytree(tiny_ws.root, ws.root)
+    build_features(ws, FeatureConfig())
+    train(ws, TrainConfig(steps=2, batch_size=32, checkpoint_every=2, warmup_steps=1), "r")
+    export_run(ws, "r")
+    return ws
+
+
+def test_variants_trained_in_parallel_processes_match_those_trained_in_process(two_step_run):
+    """``jobs=2`` trains in spawned processes: each seed gets its own run and training seed, nothing is
+    left to train afterwards, and a variant so trained is the model this process trains for it."""
+    ws = two_step_run
+    base = ablations.base_config(ws, "r")
+    cfg = AblationConfig(tables=(3,), seeds=2, jobs=2)
+    ablations._train_in_parallel(ws, "r", [(NO_CAPTIONS, 0), (NO_CAPTIONS, 1)], base, cfg)
+    names = ["r--abl-no-captions", "r--abl-no-captions--seed1"]
+    assert [read_run_config(ws.run_dir(n))["config"]["seed"] for n in names] == [base.seed, base.seed + 1]
+    assert all(ablations._pending(ws, "r", NO_CAPTIONS, base, cfg, s) is None for s in (0, 1))
+    spawned = [load_embeddings(ws.run(n).export.root, "pin")[1] for n in names]
+    assert not np.allclose(spawned[0], spawned[1])  # another seed, another model
+    ablations.train_variant(ws, "r", NO_CAPTIONS, base, replace(cfg, retrain=True, jobs=1), seed=1)
+    np.testing.assert_allclose(load_embeddings(ws.run(names[1]).export.root, "pin")[1], spawned[1], atol=1e-6)
+
+
+def test_ablation_seeds_and_jobs_must_be_positive():
+    with pytest.raises(OmniError, match="both must be >= 1"):
+        AblationConfig(seeds=0)

@@ -64,11 +64,16 @@ def test_ablation_tables_option_picks_the_tables_and_refuses_unknown_ones(monkey
     seen = {}
 
     def fake_evaluate_run(ws, run, cfg, topk_out, extra=()):
-        seen["tables"] = extra[0].cfg.tables
+        seen["tables"], seen["seeds"], seen["jobs"] = extra[0].cfg.tables, extra[0].cfg.seeds, extra[0].cfg.jobs
         raise OmniError("stop here")
 
     monkeypatch.setattr(run_module, "evaluate_run", fake_evaluate_run)
     result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-tables", "4,3"])
-    assert seen["tables"] == (3, 4) and isinstance(result.exception, OmniError)
+    assert seen == {"tables": (3, 4), "seeds": 1, "jobs": 1} and isinstance(result.exception, OmniError)
+    result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-seeds", "3",
+                                      "--ablation-jobs", "2"])
+    assert (seen["seeds"], seen["jobs"]) == (3, 2)
+    result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-seeds", "0"])
+    assert result.exit_code == 2
     result = CliRunner().invoke(app, ["eval", "r", "-w", str(tmp_path), "--ablations", "--ablation-tables", "3,7"])
     assert result.exit_code == 2 and "choose among 3, 4, 5, 6" in result.output
