@@ -22,7 +22,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omnisearchsage.contract import PINS, Workspace
+from omnisearchsage.features.build import build_features
+from omnisearchsage.features.config import FeatureConfig
 from omnisearchsage.sample_data.generate import generate_world
+from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.export import export_run
+from omnisearchsage.trainer.loop import train
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +36,17 @@ def tiny_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("tiny_world")
     generate_world(root, "tiny", seed=0, overwrite=True)
     return Workspace(root)
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tiny_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A copy of the tiny world with features and a real two-step run ``r``, exported (one per test module)."""
+    ws = Workspace(tmp_path_factory.mktemp("two_step_run") / "ws")
+    shutil.copytree(tiny_ws.root, ws.root)
+    build_features(ws, FeatureConfig())
+    train(ws, TrainConfig(steps=2, batch_size=32, checkpoint_every=2, warmup_steps=1), "r")
+    export_run(ws, "r")
+    return ws
 
 
 @pytest.fixture

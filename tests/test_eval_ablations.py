@@ -4,7 +4,6 @@ the real run is ``omni eval RUN --ablations``)."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -16,8 +15,6 @@ from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import evaluate
 from omnisearchsage.evaluation.report import fmt
-from omnisearchsage.features.build import build_features
-from omnisearchsage.features.config import FeatureConfig
 from omnisearchsage.model.io import load_embeddings
 from omnisearchsage.orchestration import ablations
 from omnisearchsage.orchestration.ablations import (
@@ -34,8 +31,7 @@ from omnisearchsage.orchestration.ablations import (
 )
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.export import export_run
-from omnisearchsage.trainer.loop import CONFIG, read_run_config, train
+from omnisearchsage.trainer.loop import CONFIG, read_run_config
 
 from .test_eval_run import fake_model
 
@@ -275,17 +271,6 @@ def test_with_two_seeds_every_figure_is_the_mean_over_the_seeds(tiny_ws):
     assert row[3] == pytest.approx((strong + poor) / 2) and row[4] == pytest.approx((strong + poor) / 2)
     assert row[-1][0] == pytest.approx(0.0)
     assert "each figure the mean of 2 training seeds" in ablation_markdown(tables)
-
-
-@pytest.fixture(scope="module")
-def two_step_run(tiny_ws, tmp_path_factory):
-    """A real two-step run ``r`` on a copy of the tiny world."""
-    ws = Workspace(tmp_path_factory.mktemp("ablation_seeds") / "ws")
-    shutil.copytree(tiny_ws.root, ws.root)
-    build_features(ws, FeatureConfig())
-    train(ws, TrainConfig(steps=2, batch_size=32, checkpoint_every=2, warmup_steps=1), "r")
-    export_run(ws, "r")
-    return ws
 
 
 def test_variants_trained_in_parallel_processes_match_those_trained_in_process(two_step_run):

@@ -2,30 +2,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from omnisearchsage.cli.app import app
-from omnisearchsage.contract import Workspace
 from omnisearchsage.errors import OmniError
-from omnisearchsage.features.build import build_features
-from omnisearchsage.features.config import FeatureConfig
-from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.export import export_run
-from omnisearchsage.trainer.loop import train
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_ws, tmp_path_factory):
-    ws = Workspace(tmp_path_factory.mktemp("eval_cli") / "ws")
-    shutil.copytree(tiny_ws.root, ws.root)
-    build_features(ws, FeatureConfig())
-    train(ws, TrainConfig(steps=2, batch_size=32, checkpoint_every=2, warmup_steps=1), "r")
-    export_run(ws, "r")
-    return ws
+def trained(two_step_run):
+    return two_step_run
 
 
 def test_eval_prints_paper_beside_ours_and_writes_results_and_topk(trained, tmp_path):
