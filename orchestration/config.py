@@ -26,12 +26,12 @@ class AblationConfig:
     #: Retrain a variant even if ``runs/<run>--<variant>/export`` already exists.
     retrain: bool = False
     #: Training seeds per variant (the run's seed, then the next ones): each cell is the mean over
-    #: them, each pair's hit averaged before the paired bootstrap. On a small test window one
-    #: variant's Recall@10 moves by a few hundredths from its initialisation and batch order alone,
-    #: as much as a table step; more seeds cut that part of the noise (not the test pairs' own).
+    #: them, each pair's hit averaged before the paired bootstrap. On a small test window a variant's
+    #: Recall@10 moves with its initialisation and batch order alone by as much as a table step
+    #: (README, *Evaluate*); more seeds cut that part of the noise, not the test pairs' own.
     seeds: int = 1
-    #: Variant models trained at once, each in its own process (spawned, ``TrainConfig.cpu_threads``
-    #: threads each): up to the machine's cores, as many times faster.
+    #: Variant models trained at once, each in its own spawned process with ``TrainConfig.cpu_threads``
+    #: threads: as many as the machine has cores for them.
     jobs: int = 1
 
     def __post_init__(self) -> None:
