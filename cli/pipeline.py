@@ -23,6 +23,10 @@ def pipeline(
              "the bundled EfficientNet-Lite0; the stage is skipped when it is not installed).")] = None,
     ablations: Annotated[bool, typer.Option(help="Also train and evaluate the paper's ablation models "
                                                  "(Tables 3-6); adds several training runs.")] = False,
+    ablation_seeds: Annotated[int, typer.Option(help="With --ablations: training seeds per variant, every "
+                                                "figure the mean over them.", min=1)] = 1,
+    ablation_jobs: Annotated[int, typer.Option(help="With --ablations: variants trained at once, each in its "
+                                               "own process (up to the cores).", min=1)] = 1,
     redo: Annotated[bool, typer.Option(help="Re-run stages whose outputs already exist.")] = False,
 ) -> None:
     """Run every stage on one workspace (the main job), generating a sample world if it is empty.
@@ -33,6 +37,7 @@ def pipeline(
     Stages whose outputs exist are skipped unless --redo, so an interrupted pipeline resumes.
     """
     from omnisearchsage.cli.eval import print_results
+    from omnisearchsage.orchestration.config import AblationConfig
     from omnisearchsage.orchestration.pipeline import PipelineConfig, StageResult, run_pipeline
 
     w = workspace(ws)
@@ -41,7 +46,8 @@ def pipeline(
         typer.echo(f"[{'skip' if res.skipped else ' ok '}] {res.name}")
 
     cfg = PipelineConfig(size=size, seed=seed, run_name=run, train_steps=steps,
-                         finetune_seconds=finetune_seconds, visual_model=visual_model, ablations=ablations, skip_existing=not redo)
+                         finetune_seconds=finetune_seconds, visual_model=visual_model, ablations=ablations,
+                         ablation=AblationConfig(seeds=ablation_seeds, jobs=ablation_jobs), skip_existing=not redo)
     results = run_pipeline(w.root, cfg, on_stage=report)
     evaluation = next(r for r in results if r.name == "eval").stats
     print_results(evaluation)

@@ -27,6 +27,7 @@ from omnisearchsage.contract import (
     VISUAL_EMBEDDINGS,
     Workspace,
 )
+from omnisearchsage.orchestration.config import AblationConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class PipelineConfig:
     finetune_seconds: float | None = None  # None: the fine-tuner's default budget
     visual_model: str | None = None  # None: the bundled EfficientNet-Lite0 (stage skipped when not installed)
     ablations: bool = False
+    #: Budget, seeds and parallel jobs of the ablation variants (with ``ablations``).
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     skip_existing: bool = True
 
 
@@ -115,7 +118,7 @@ def run_pipeline(
     run = ws.run(cfg.run_name)
     stage("train", run.summary.exists(), lambda: train(ws, tcfg, cfg.run_name))
     stage("export", run.export.manifest.exists(), lambda: export_run(ws, cfg.run_name))
-    extra = [Ablations(cfg.run_name)] if cfg.ablations else []
+    extra = [Ablations(cfg.run_name, cfg.ablation)] if cfg.ablations else []
     stage("eval", False, lambda: evaluate_run(ws, cfg.run_name, EvalConfig(), extra=extra))
     stage("report", False, lambda: write_report(ws, cfg.run_name))
     return results

@@ -21,6 +21,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.enrich import visual
+from omnisearchsage.errors import OmniError
 
 from .tiny_models import tiny_vit
 
@@ -62,3 +63,20 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_work(
     assert third.exit_code == 0, third.output
     assert "[skip] enrich visual" in third.output and not ws.has(VISUAL_EMBEDDINGS)
     assert "enrich visual skipped: no image model" in third.output  # the warning says why
+
+
+def test_pipeline_hands_ablation_seeds_and_jobs_to_the_ablations(monkeypatch, tmp_path: Path) -> None:
+    """`omni pipeline --ablations --ablation-seeds 2 --ablation-jobs 2` reaches the ablation config."""
+    import omnisearchsage.orchestration.pipeline as pipeline_module
+
+    seen = {}
+
+    def fake_run_pipeline(root, cfg, on_stage=None):
+        seen["cfg"] = cfg
+        raise OmniError("stop here")
+
+    monkeypatch.setattr(pipeline_module, "run_pipeline", fake_run_pipeline)
+    CliRunner().invoke(app, ["pipeline", "-w", str(tmp_path), "--ablations", "--ablation-seeds", "2",
+                             "--ablation-jobs", "2"])
+    cfg = seen["cfg"]
+    assert cfg.ablations and (cfg.ablation.seeds, cfg.ablation.jobs) == (2, 2)
