@@ -6,6 +6,9 @@ from typing import Annotated
 import typer
 
 from omnisearchsage.cli.common import WorkspaceOpt, workspace
+from omnisearchsage.orchestration.config import AblationConfig
+
+_A = AblationConfig()
 
 
 def pipeline(
@@ -24,9 +27,9 @@ def pipeline(
     ablations: Annotated[bool, typer.Option(help="Also train and evaluate the paper's ablation models "
                                                  "(Tables 3-6); adds several training runs.")] = False,
     ablation_seeds: Annotated[int, typer.Option(help="With --ablations: training seeds per variant, every "
-                                                "figure the mean over them.", min=1)] = 1,
+                                                "figure the mean over them.", min=1)] = _A.seeds,
     ablation_jobs: Annotated[int, typer.Option(help="With --ablations: variants trained at once, each in its "
-                                               "own process (up to the cores).", min=1)] = 1,
+                                               "own process (up to the cores).", min=1)] = _A.jobs,
     redo: Annotated[bool, typer.Option(help="Re-run stages whose outputs already exist.")] = False,
 ) -> None:
     """Run every stage on one workspace (the main job), generating a sample world if it is empty.
@@ -37,7 +40,6 @@ def pipeline(
     Stages whose outputs exist are skipped unless --redo, so an interrupted pipeline resumes.
     """
     from omnisearchsage.cli.eval import print_results
-    from omnisearchsage.orchestration.config import AblationConfig
     from omnisearchsage.orchestration.pipeline import PipelineConfig, StageResult, run_pipeline
 
     w = workspace(ws)
