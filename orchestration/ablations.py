@@ -250,7 +250,7 @@ def _pairs(evs: list[Evaluation] | None, task: str, action: str, ids: set[str] |
         if frame.is_empty():
             return None
         frames.append(frame.select("query", "entity_id", hit=(pl.col("rank_random") <= K).cast(pl.Float64))
-                      .sort("query", "entity_id", "hit"))
+                      .sort("query", "entity_id", maintain_order=True))
     if any(not f.select("query", "entity_id").equals(frames[0].select("query", "entity_id")) for f in frames):
         log.warning("ablation: the seeds of one variant were scored on different %s %s pairs", task, action)
         return None
@@ -314,17 +314,19 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
     wanted = [(v, s) for v in variants_for(ablation.tables, visual) for s in range(ablation.seeds)
               if not (v is UNIFIED and own_budget and s == 0)]
     _train_in_parallel(ws, run, wanted, base, ablation)
-    evals: dict[str, list[Evaluation] | None] = {UNIFIED.name: [main]} if own_budget else {}
+    per_seed: dict[str, list[Evaluation]] = {UNIFIED.name: [main]} if own_budget else {}
     errors: dict[str, str] = {}
     for variant, seed in wanted:
         if variant.name in errors:
             continue
         try:
             ev = evaluate(ws, train_variant(ws, run, variant, base, ablation, seed), sub_cfg)[1]
-            evals.setdefault(variant.name, []).append(ev)  # type: ignore[union-attr]
         except OmniError as e:  # a variant the trainer refuses is reported, not fatal
             log.warning("ablation %s not trained: %s", variant.name, e)
-            evals[variant.name], errors[variant.name] = None, str(e)
+            errors[variant.name] = str(e)
+            continue
+        per_seed.setdefault(variant.name, []).append(ev)
+    evals: dict[str, list[Evaluation] | None] = {**per_seed, **dict.fromkeys(errors)}
     unified = evals[UNIFIED.name]
     # Without a visual slot the run is the no-visual model, and the "+ visual" cells stay empty.
     plus_visual = unified if visual else None
