@@ -66,6 +66,11 @@ class ModelConfig:
     #: caption, boards and embeddings; this trains on that joint absence at the catalogue's own rates.
     #: The trainer hands the tower the catalogue's presence patterns (``trainer.field_dropout``).
     presence_dropout: float = 0.0
+    #: Feed the MLP one 0/1 flag per text field (1: the entity has it, after training-time dropout), as
+    #: the legacy and visual slots carry a presence flag. A missing field is otherwise only a zero bag,
+    #: which the sum of fields hides: a new pin without engaged queries then reads as a weaker match, not
+    #: as an entity with no history, and the MLP cannot learn an offset for the absence.
+    field_presence: bool = True
     #: Concatenate the legacy pin / product embedding (zeros + a 0 flag when missing).
     use_legacy: bool = True
     #: Concatenate the entity's visual embedding (``enrich/visual_embeddings.parquet``, zeros + a 0 flag
@@ -125,7 +130,7 @@ class ModelConfig:
     #: What a stored config that lacks a key was built with, where that differs from today's default
     #: (the key came later, with a new behaviour as its default): ``config_from_json`` fills these, so an
     #: old export loads as it was trained and an old ablation variant is not taken for a current one.
-    LEGACY: ClassVar[dict[str, Any]] = {"compat_head": False, "compat_from": "body"}
+    LEGACY: ClassVar[dict[str, Any]] = {"compat_head": False, "compat_from": "body", "field_presence": False}
 
 
 def config_from_json(cls: type, data: dict[str, Any]) -> Any:

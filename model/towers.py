@@ -139,7 +139,9 @@ class EntityTower(nn.Module):
                 # Per entity kind (index into the trainer's kinds): distinct field-presence patterns
                 # [patterns, fields] and their cumulative catalogue shares; set by set_presence_patterns.
                 self.presence: list[tuple[torch.Tensor, torch.Tensor]] = []
-            self.mlp = mlp((cfg.token_dim if self.fields else 0) + dense_dim, *cfg.entity_hidden, cfg.dim)
+            self.field_presence = bool(self.fields) and cfg.field_presence
+            text_dim = (cfg.token_dim + (len(self.fields) if self.field_presence else 0)) if self.fields else 0
+            self.mlp = mlp(text_dim + dense_dim, *cfg.entity_hidden, cfg.dim)
         if anchor is not None:
             if anchor[1] != cfg.dim:
                 raise OmniError(f"anchored legacy embeddings have {anchor[1]} dims; the model has {cfg.dim}")
@@ -185,13 +187,15 @@ class EntityTower(nn.Module):
             parts = [dense]
             if self.bag is not None:
                 per_field = self.bag(ids, offsets).view(n, len(self.fields), self.bag.dim)
+                sizes = torch.diff(offsets, append=offsets.new_tensor([ids.numel()]))
+                present = (sizes > 0).view(n, len(self.fields)).to(per_field.dtype)
                 if self.training and bool(self.field_drop.any()):  # an emptied bag is a zero vector
-                    keep = torch.rand(n, len(self.fields), 1, device=per_field.device) >= self.field_drop[:, None]
-                    per_field = per_field * keep
+                    present = present * (torch.rand(n, len(self.fields), device=per_field.device) >= self.field_drop)
                 if self.training and self.presence_dropout and self.presence and kinds is not None:
-                    per_field = per_field * self._presence_keep(kinds, n).unsqueeze(-1)
+                    present = present * self._presence_keep(kinds, n)
+                per_field = per_field * present.unsqueeze(-1)
                 text = (per_field * self.field_weights.unsqueeze(-1)).sum(1)
-                parts = [text, dense.to(text.dtype)]
+                parts = [text, present, dense.to(text.dtype)] if self.field_presence else [text, dense.to(text.dtype)]
             out = self.mlp(torch.cat(parts, dim=1))
         if self.anchor is not None:
             start, dim = self.anchor

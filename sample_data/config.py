@@ -67,11 +67,16 @@ class WorldConfig:
     legacy_missing_share: float = 0.02
     #: Fresh pins: created ``fresh_days`` before the log ends, after the training cutoff (the split
     #: keeps a 15-day gap and a 7-day test window), so they have no training engagement and no
-    #: engaged queries; the test window engages them like any pin. What a new pin has is its own
+    #: engaged queries; the test window engages them (``fresh_pin_boost``). What a new pin has is its own
     #: text, image (captions), legacy embedding and boards, which is where enrichment must carry it.
     #: 35% leaves engaged queries on 65% of pins, the paper's coverage.
     fresh_pin_share: float = 0.35
     fresh_days: int = 21
+    #: Once created, a fresh pin is engaged this many times as often as a settled pin of equal popularity
+    #: (feeds and search give new content a share of exposure, as Pinterest does), so about half of the
+    #: test window's pin pairs name a pin without engaged queries, where captions and boards must carry it.
+    #: 1: no boost.
+    fresh_pin_boost: float = 2.0
 
     # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
     #: Values of each attribute kind a topic uses (drawn per world); an entity has one of each.
@@ -86,8 +91,12 @@ class WorldConfig:
     # ---- queries
     query_typo_prob: float = 0.08
     query_modifier_prob: float = 0.25
-    #: Shares of queries asking for a concept plus 0, 1 or 2 attributes (kinds drawn uniformly).
-    query_attr_counts: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    #: Shares of queries asking for a concept plus 0, 1 or 2 attributes (kinds drawn with
+    #: ``query_kind_weights``). Few bare-concept queries: the few ways to write one collide, so each is
+    #: among the most popular strings, and for a bare concept which of its pins an engagement names is
+    #: popularity alone, which no channel reveals; with many of them most test pairs could not be ranked
+    #: by anything an enrichment adds (README, *Evaluate*, world v9).
+    query_attr_counts: tuple[float, float, float] = (0.03, 0.47, 0.5)
     #: Relative chance of each attribute kind being asked (lexicon order): style and occasion,
     #: which mostly board titles reveal, are what people search Pinterest for most.
     query_kind_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 3.0, 3.0, 1.0)
@@ -117,8 +126,8 @@ class WorldConfig:
     #: Entity types of engagements: pin, product, query (related-query click).
     entity_type_shares: tuple[float, float, float] = (0.6, 0.25, 0.15)
     #: The engaged entity shares the query's topic, and then its concept, with these probabilities.
-    topic_match: float = 0.9
-    concept_match: float = 0.7
+    topic_match: float = 0.95
+    concept_match: float = 0.9
     #: An engagement looks at this many entities of its (topic, concept), drawn by popularity, and
     #: takes the one matching most of the query's attributes (the most popular among equals); with
     #: probability 1 - ``attr_match`` it ignores the attributes and takes the first.

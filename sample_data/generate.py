@@ -424,6 +424,8 @@ class _Entities:
     #: the rare engagement before the cutoff whose candidates are all fresh (small blocks).
     settled: np.ndarray | None = None
     settled_sampler: _BlockSampler | None = None
+    #: Once fresh entities exist: a block sampler whose weights scale theirs by ``fresh_pin_boost``.
+    fresh_sampler: _BlockSampler | None = None
 
 
 def _draw_entities(world: _World, images: _Images, stream: int, n: int, prefix: str
@@ -548,8 +550,11 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
     # Search shows a pin without text less often (the legacy engine matches text), so it is engaged less.
     weight = np.where(texted, weight, weight * cfg.untitled_search_exposure)
     settled = np.flatnonzero(~fresh)
+    boosted = None
+    if cfg.fresh_pin_boost != 1.0:
+        boosted = _BlockSampler(topic, concept, np.where(fresh, weight * cfg.fresh_pin_boost, weight), N_CONCEPTS)
     return _Entities(ids, attrs, _BlockSampler(topic, concept, weight, N_CONCEPTS), fresh, settled,
-                     _BlockSampler(topic[settled], concept[settled], weight[settled], N_CONCEPTS))
+                     _BlockSampler(topic[settled], concept[settled], weight[settled], N_CONCEPTS), boosted)
 
 
 def _names(topic: np.ndarray) -> pl.Series:
@@ -736,6 +741,9 @@ def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept:
     matching most of the asked attributes (with ``attr_match``, else the first that exists)."""
     k = cfg.attr_candidates
     cand = ents.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
+    if ents.fresh_sampler is not None and created.any():  # fresh entities exist: drawn with their boost
+        cand[created] = ents.fresh_sampler.draw(rng, np.repeat(topic[created], k),
+                                                np.repeat(concept[created], k)).reshape(-1, k)
     exists = np.ones(cand.shape, bool) if ents.fresh is None else ~ents.fresh[cand] | created[:, None]
     match = ((asked[:, None, :] >= 0) & (ents.attrs[cand] == asked[:, None, :])).sum(axis=2)
     match = np.where(exists, match, -1)

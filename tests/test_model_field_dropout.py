@@ -90,3 +90,28 @@ def test_presence_dropout_cuts_rows_to_a_catalogue_pattern_of_their_own_kind() -
     assert share(k0, no_b) == pytest.approx(0.4 * 0.25, abs=0.02) and share(k0, no_a) == 0.0
     assert share(k0, full) == pytest.approx(1 - 0.4 * 0.25, abs=0.02)
     assert share(k1, no_a) == pytest.approx(0.4, abs=0.03) and share(k1, no_b) == 0.0
+
+
+def test_field_presence_flags_reach_the_mlp_and_old_exports_load_without_them() -> None:
+    """The MLP reads one 0/1 flag per text field beside the pooled text, so an entity missing a field
+    differs from one whose field's bag merely points elsewhere; a config saved before the option (no
+    key) builds the tower it was trained with, without the flags."""
+    torch.manual_seed(0)
+    tower = EntityTower(CFG, num_ids=8, fields=("a", "b"), dense_dim=3)
+    assert tower.mlp[0].in_features == CFG.token_dim + 2 + 3
+    old = config_from_json(ModelConfig, {})
+    assert old.field_presence is False and ModelConfig().field_presence is True
+    assert EntityTower(replace(CFG, field_presence=False), 8, ("a", "b"), 3).mlp[0].in_features == CFG.token_dim + 3
+    # The flag is 1 where the entity has the field and 0 where it lacks it: weight on b's flag moves
+    # an entity with b and leaves one without b where it was.
+    with torch.no_grad():
+        tower.eval()
+        full, missing = _outputs_dense(tower, b_empty=False), _outputs_dense(tower, b_empty=True)
+        tower.mlp[0].weight[:, CFG.token_dim + 1] += 1.0
+        assert not torch.allclose(_outputs_dense(tower, b_empty=False), full)
+        assert torch.allclose(_outputs_dense(tower, b_empty=True), missing)
+
+
+def _outputs_dense(tower: EntityTower, b_empty: bool) -> torch.Tensor:
+    ids, offsets = (torch.tensor([1]), torch.tensor([0, 1])) if b_empty else (torch.tensor([1, 2]), torch.tensor([0, 1]))
+    return tower(ids, offsets, torch.zeros(1, 3))
