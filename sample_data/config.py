@@ -56,7 +56,7 @@ class WorldConfig:
     #: of equal popularity, in both windows (< 1: a text-matching engine served the logs). 1 by default: at
     #: 0.5 the model learns from both windows that pins without text are engaged less and ranks them
     #: below titled pins of the same content, captions or not, so Table 3 cannot show what captions add
-    #: (README, *Evaluate*, world v8).
+    #: (README, *`omni sample`*).
     untitled_search_exposure: float = 1.0
     #: Pins whose image has a ground-truth description (alt text).
     alt_text_share: float = 0.30

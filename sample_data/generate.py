@@ -41,7 +41,8 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
   draw their own colour and pattern, then pick an image of their (topic, concept) showing that
   look, else that colour, else any (by popularity), so many pins share one file, the way repins do.
 * Fresh pins (``fresh_pin_share``): created ``fresh_days`` before the log ends, after the training
-  cutoff, so they are engaged only in the gap and the test window and have no engaged queries.
+  cutoff, so they are engaged only in the gap and the test window (``fresh_pin_boost`` times as often
+  as a settled pin of equal popularity) and have no engaged queries.
 * Products: brand, title, description, image and legacy embedding in the same space.
 * Boards: human-written titles ("my boho living room 😍", typos, generic "favs"); ~90% of pins
   are saved to at least one board, mostly boards of their own topic.
