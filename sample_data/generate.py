@@ -112,7 +112,7 @@ _PRE_LANGS = (LANGS.index("en"), LANGS.index("de"))
 # Independent random streams, so changing one table's size never changes another table.
 _STREAM_WORLD, _STREAM_IMAGES, _STREAM_PINS, _STREAM_PRODUCTS = 1, 2, 3, 4
 _STREAM_BOARDS, _STREAM_QUERIES, _STREAM_ENGAGEMENTS, _STREAM_VOCAB = 5, 6, 7, 8
-_STREAM_FRESH = 9
+_STREAM_FRESH, _STREAM_RELATED = 9, 10
 
 
 @dataclass
@@ -756,6 +756,22 @@ def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept:
     return chosen
 
 
+def _related(rng: np.random.Generator, q: _Queries, qi: np.ndarray, topic: np.ndarray, concept: np.ndarray,
+             cfg: WorldConfig) -> np.ndarray:
+    """The related query each query-query row clicks: as :func:`_pick` chooses a pin, of
+    ``attr_candidates`` popularity draws in the (topic, concept) block, the first asking for most of the
+    attributes the query asked for (with ``attr_match``, else the first draw); a query is never its own
+    related query (a draw of it steps to its neighbour in the block)."""
+    k = cfg.attr_candidates
+    cand = q.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
+    same = cand == qi[:, None]
+    cand[same] = q.sampler.neighbour(cand[same])
+    asked = q.asked[qi][:, None, :]
+    match = ((asked >= 0) & (q.asked[cand] == asked)).sum(axis=2)
+    best = np.where(rng.random(len(qi)) < cfg.attr_match, np.argmax(match, axis=1), 0)
+    return cand[np.arange(len(qi)), best]
+
+
 def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, products: _Entities,
                  stats: WorldStats, stack: contextlib.ExitStack) -> None:
     cfg = world.cfg
@@ -802,11 +818,8 @@ def _engagements(world: _World, ws: Workspace, q: _Queries, pins: _Entities, pro
                                            ts_us[sel] >= fresh_from_us, cfg)
                 action[sel] = r.choice(acts, int(sel.sum()), p=act_p)
             sel = etype == 2
-            related = q.sampler.draw(r, topic[sel], concept[sel])
-            # A query is not its own related query: step to its neighbour in the block instead.
-            same = related == qi[sel]
-            related[same] = q.sampler.neighbour(related[same])
-            gidx[sel] = n_pins + n_prods + related
+            gidx[sel] = n_pins + n_prods + _related(_rng(world.seed, _STREAM_RELATED, chunk), q, qi[sel],
+                                                    topic[sel], concept[sel], cfg)
             writer.write(pl.DataFrame([
                 pl.Series("ts", ts_us).cast(pl.Datetime("us")),
                 q.text.gather(qi).alias("query"),

@@ -401,6 +401,30 @@ def test_engagements_prefer_entities_with_the_asked_attributes(tiny_ws: Workspac
     assert matched("attributes") > matched("other") + 0.1, (matched("attributes"), matched("other"))
 
 
+def test_related_query_clicks_prefer_queries_asking_the_same_attributes(tmp_path: Path) -> None:
+    """A related-query click names a query of the same (topic, concept) that asks for the clicked-from
+    query's attributes far more often than another query of that block would, and not the query itself
+    (so query->query, like query->pin, rewards an embedding that keeps a query's attributes). Enough
+    queries that each block holds many, so a block's other query is rarely the query itself."""
+    generate_world(tmp_path, "tiny", seed=0, config=world_config("tiny", queries=20_000))
+    ws = Workspace(tmp_path)
+    eng = _read(ws, ENGAGEMENTS).filter(pl.col("entity_type") == "query")
+    q = _read(ws, TRUTH_QUERIES).select("query", "topic", "concept", asked="attributes")
+    related = q.select(pl.col("query").alias("entity_id"), "topic", "concept", "asked",
+                       other=pl.col("asked").shuffle(seed=0).over("topic", "concept"))
+    joined = (eng.join(q, on="query")
+              .join(related, on=["entity_id", "topic", "concept"], suffix="_related")
+              .filter(pl.col("asked").list.len() > 0))
+    assert (eng["query"] != eng["entity_id"]).all()
+
+    def matched(col: str) -> float:
+        return joined.select(pl.col("asked").list.set_intersection(col).list.len()
+                             / pl.col("asked").list.len()).to_series().mean()
+
+    assert joined.height > 1000
+    assert matched("asked_related") > matched("other") + 0.2, (matched("asked_related"), matched("other"))
+
+
 def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspace) -> None:
     """About a third of the pins are created after the cutoff: no training-window engagement (so no engaged
     queries), but the test window engages them, more often than the rest (``fresh_pin_boost``)."""
