@@ -760,8 +760,8 @@ def _related(rng: np.random.Generator, q: _Queries, qi: np.ndarray, topic: np.nd
              cfg: WorldConfig) -> np.ndarray:
     """The related query each query-query row clicks: as :func:`_pick` chooses a pin, of
     ``attr_candidates`` popularity draws in the (topic, concept) block, the first asking for most of the
-    attributes the query asked for (with ``attr_match``, else the first draw); a query is never its own
-    related query (a draw of it steps to its neighbour in the block)."""
+    attributes the query asked for (with ``attr_match``, else the first draw); a query is not its own
+    related query (a draw of it steps to its neighbour in the block; only a block of one keeps it)."""
     k = cfg.attr_candidates
     cand = q.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
     same = cand == qi[:, None]

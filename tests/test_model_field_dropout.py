@@ -93,9 +93,9 @@ def test_presence_dropout_cuts_rows_to_a_catalogue_pattern_of_their_own_kind() -
 
 
 def test_field_presence_flags_reach_the_mlp_and_old_exports_load_without_them() -> None:
-    """The MLP reads one 0/1 flag per text field beside the pooled text, so an entity missing a field
-    differs from one whose field's bag merely points elsewhere; a config saved before the option (no
-    key) builds the tower it was trained with, without the flags."""
+    """The MLP reads one 0/1 flag per text field beside the pooled text, so it can tell a missing field
+    by more than a zero bag; a config saved before the option (no key) builds the tower it was trained
+    with, without the flags."""
     torch.manual_seed(0)
     tower = EntityTower(CFG, num_ids=8, fields=("a", "b"), dense_dim=3)
     assert tower.mlp[0].in_features == CFG.token_dim + 2 + 3
