@@ -36,6 +36,11 @@ def universal_hash(ids: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch
     return (ids.unsqueeze(-1) * a + b) % _PRIME
 
 
+def bag_sizes(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """Tokens in each bag of an ``nn.EmbeddingBag``-layout batch (``total``: all bags' ids)."""
+    return torch.diff(offsets, append=offsets.new_tensor([total]))
+
+
 class HashEmbeddingBag(nn.Module):
     """Sum-pooled hash embeddings of bags of global token ids, in ``nn.EmbeddingBag`` layout.
 
@@ -78,5 +83,4 @@ class HashEmbeddingBag(nn.Module):
         # probes, and a backward pass that scatters into the table once per distinct token.
         distinct, inverse = torch.unique(ids, return_inverse=True)
         pooled = F.embedding_bag(inverse, self.token_vectors(distinct), offsets, mode="sum")
-        sizes = torch.diff(offsets, append=offsets.new_tensor([ids.numel()]))
-        return self.norm(pooled) * (sizes > 0).unsqueeze(-1).to(pooled.dtype)
+        return self.norm(pooled) * (bag_sizes(offsets, ids.numel()) > 0).unsqueeze(-1).to(pooled.dtype)

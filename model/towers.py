@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from omnisearchsage.errors import OmniError
 from omnisearchsage.model.config import ModelConfig
-from omnisearchsage.model.hash_embedding import HashEmbeddingBag
+from omnisearchsage.model.hash_embedding import HashEmbeddingBag, bag_sizes
 from omnisearchsage.model.lexical import LexicalChannel, bag_rows
 
 
@@ -140,7 +140,7 @@ class EntityTower(nn.Module):
                 # [patterns, fields] and their cumulative catalogue shares; set by set_presence_patterns.
                 self.presence: list[tuple[torch.Tensor, torch.Tensor]] = []
             self.field_presence = bool(self.fields) and cfg.field_presence
-            text_dim = (cfg.token_dim + (len(self.fields) if self.field_presence else 0)) if self.fields else 0
+            text_dim = cfg.token_dim + len(self.fields) * self.field_presence if self.fields else 0
             self.mlp = mlp(text_dim + dense_dim, *cfg.entity_hidden, cfg.dim)
         if anchor is not None:
             if anchor[1] != cfg.dim:
@@ -187,8 +187,7 @@ class EntityTower(nn.Module):
             parts = [dense]
             if self.bag is not None:
                 per_field = self.bag(ids, offsets).view(n, len(self.fields), self.bag.dim)
-                sizes = torch.diff(offsets, append=offsets.new_tensor([ids.numel()]))
-                present = (sizes > 0).view(n, len(self.fields)).to(per_field.dtype)
+                present = (bag_sizes(offsets, ids.numel()) > 0).view(n, len(self.fields)).to(per_field.dtype)
                 if self.training and bool(self.field_drop.any()):  # an emptied bag is a zero vector
                     present = present * (torch.rand(n, len(self.fields), device=per_field.device) >= self.field_drop)
                 if self.training and self.presence_dropout and self.presence and kinds is not None:

@@ -735,6 +735,12 @@ def _queries(world: _World, ws: Workspace, stats: WorldStats, stack: contextlib.
 
 
 # ----------------------------------------------------------------------------- engagements
+def _asked_held(asked: np.ndarray, cand_attrs: np.ndarray) -> np.ndarray:
+    """[rows, candidates]: how many of each row's asked attribute values (``asked`` [rows, kinds], -1
+    where not asked) each candidate holds (``cand_attrs`` [rows, candidates, kinds])."""
+    return ((asked[:, None, :] >= 0) & (cand_attrs == asked[:, None, :])).sum(axis=2)
+
+
 def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept: np.ndarray, asked: np.ndarray,
           created: np.ndarray, cfg: WorldConfig) -> np.ndarray:
     """The engaged entity of each row: of ``attr_candidates`` popularity draws in the (topic,
@@ -746,8 +752,7 @@ def _pick(rng: np.random.Generator, ents: _Entities, topic: np.ndarray, concept:
         cand[created] = ents.fresh_sampler.draw(rng, np.repeat(topic[created], k),
                                                 np.repeat(concept[created], k)).reshape(-1, k)
     exists = np.ones(cand.shape, bool) if ents.fresh is None else ~ents.fresh[cand] | created[:, None]
-    match = ((asked[:, None, :] >= 0) & (ents.attrs[cand] == asked[:, None, :])).sum(axis=2)
-    match = np.where(exists, match, -1)
+    match = np.where(exists, _asked_held(asked, ents.attrs[cand]), -1)
     best = np.where(rng.random(len(topic)) < cfg.attr_match, np.argmax(match, axis=1), np.argmax(exists, axis=1))
     chosen = cand[np.arange(len(topic)), best]
     none = ~exists.any(axis=1)
@@ -766,8 +771,7 @@ def _related(rng: np.random.Generator, q: _Queries, qi: np.ndarray, topic: np.nd
     cand = q.sampler.draw(rng, np.repeat(topic, k), np.repeat(concept, k)).reshape(-1, k)
     same = cand == qi[:, None]
     cand[same] = q.sampler.neighbour(cand[same])
-    asked = q.asked[qi][:, None, :]
-    match = ((asked >= 0) & (q.asked[cand] == asked)).sum(axis=2)
+    match = _asked_held(q.asked[qi], q.asked[cand])
     best = np.where(rng.random(len(qi)) < cfg.attr_match, np.argmax(match, axis=1), 0)
     return cand[np.arange(len(qi)), best]
 
