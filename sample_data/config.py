@@ -47,8 +47,14 @@ class WorldConfig:
     entity_zipf: float = 0.3
 
     # ---- pin text
-    #: Pins with neither title nor description (the paper: 71% coverage).
-    pin_no_text_share: float = 0.30
+    #: Pins with neither title nor description (the paper: 71% coverage), among settled pins and among
+    #: fresh ones (``fresh_pin_share``; None: the settled share). A pin's text accrues with age (a bare
+    #: upload gets its title from an edit, a scraped link page, a saver's description), so new pins are
+    #: the bare ones more often: 0.2 and 0.6 leave about a third of the catalogue bare. Bare pins that are
+    #: also new have no engaged queries either, and only the captions (and the legacy and visual
+    #: embeddings) describe them: what Table 3 measures (README, *`omni sample`*, world v11).
+    pin_no_text_share: float = 0.20
+    fresh_pin_no_text_share: float | None = 0.60
     #: Among pins with text: probability of a title, of a description (at least one is kept).
     pin_title_prob: float = 0.8
     pin_description_prob: float = 0.6
@@ -73,10 +79,9 @@ class WorldConfig:
     fresh_pin_share: float = 0.35
     fresh_days: int = 21
     #: Once created, a fresh pin is engaged this many times as often as a settled pin of equal popularity
-    #: (feeds and search give new content a share of exposure, as Pinterest does), so about half of the
-    #: test window's pin pairs name a pin without engaged queries, where captions and boards must carry it.
-    #: 1: no boost.
-    fresh_pin_boost: float = 2.0
+    #: (1: no boost). World v9-v10 used 2, making half the test window's pin pairs name a new pin; at 1
+    #: they are about a third (README, *Evaluate*, world v11).
+    fresh_pin_boost: float = 1.0
 
     # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
     #: Values of each attribute kind a topic uses (drawn per world); an entity has one of each.
