@@ -43,13 +43,14 @@ import json
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from datetime import datetime
 from multiprocessing import get_context
 from typing import Any
 
 import polars as pl
 
 from omnisearchsage.atomic import atomic_path
-from omnisearchsage.contract import PINS, Workspace
+from omnisearchsage.contract import CREATED_AT, PINS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
@@ -300,6 +301,17 @@ def no_text_pins(ws: Workspace) -> set[str]:
     return set(frame["pin_id"].to_list())
 
 
+def pins_by_age(ws: Workspace, cutoff: datetime) -> tuple[set[str], set[str]] | None:
+    """(new, settled) pins: created at or after the training cutoff, and the rest (a pin without a
+    ``created_at`` is settled); None when the catalogue has no ``created_at`` or every pin is of one age."""
+    if CREATED_AT not in pl.read_parquet_schema(ws.path(PINS)):
+        return None
+    frame = read_table(ws, PINS).select("pin_id", new=(pl.col(CREATED_AT) >= cutoff).fill_null(False)).collect()
+    new = set(frame.filter("new")["pin_id"].to_list())
+    settled = set(frame.filter(~pl.col("new"))["pin_id"].to_list())
+    return (new, settled) if new and settled else None
+
+
 def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
                   ablation: AblationConfig = AblationConfig()) -> dict[str, Any]:
     """Train, export and evaluate every needed variant; return the tables (see :func:`ablation_markdown`).
@@ -369,6 +381,9 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
                        + [f"Δ {p} [CI]" for _, _, p in sets],
             "rows": rows,
         }
+        ages = pins_by_age(ws, main.split.train_end)
+        if ages is not None:
+            tables["tables"]["4-age"] = table4_by_age(evals, plus_visual, sets, ages, cfg)
     if 5 in ablation.tables:
         rows = []
         for task, action, paper in _sets("query-"):
@@ -397,6 +412,30 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
             "rows": rows,
         }
     return tables
+
+
+def table4_by_age(evals: dict[str, list[Evaluation] | None], plus_visual: list[Evaluation] | None,
+                  sets: list[tuple[str, str, str]], ages: tuple[set[str], set[str]], cfg: EvalConfig) -> dict[str, Any]:
+    """Each Table 4 step's difference on new pins (created after the training cutoff) and on settled ones.
+
+    A step can help one group and cost the other: engaged queries exist only for pins engaged before
+    the cutoff, so they lift settled pins and can push new ones (which have none) out of the top 10;
+    the whole-set figure is then the mix of the two, weighted by how many test pairs name new pins."""
+    new, settled = ages
+    rows: list[list[Any]] = [["pairs", *(recall(evals[NO_VISUAL.name], t, a, ids)[1]
+                                         for t, a, _ in sets for ids in (new, settled))]]
+    previous: list[Evaluation] | None = None
+    for i, (label, variant) in enumerate(TABLE4_VARIANTS):
+        ev = plus_visual if variant is UNIFIED else evals[variant.name]
+        if i:
+            rows.append([label, *(difference(ev, previous, t, a, cfg, ids) for t, a, _ in sets for ids in (new, settled))])
+        previous = ev
+    return {
+        "title": "By pin age: each Table 4 step on new pins (created after the training cutoff) and settled ones, "
+                 "Δ Recall@10 over the row above",
+        "columns": ["features"] + [f"Δ {p} {age} [CI]" for _, _, p in sets for age in ("new", "settled")],
+        "rows": rows,
+    }
 
 
 def ablation_markdown(ablations: dict[str, Any]) -> str:

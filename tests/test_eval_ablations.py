@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from omnisearchsage.contract import Workspace
+from omnisearchsage.contract import TRUTH_PINS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import evaluate
@@ -25,11 +25,13 @@ from omnisearchsage.orchestration.ablations import (
     TABLE4_VARIANTS,
     UNIFIED,
     ablation_markdown,
+    pins_by_age,
     run_ablations,
     variant_config,
     variants_for,
 )
 from omnisearchsage.orchestration.config import AblationConfig
+from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.loop import CONFIG, read_run_config
 
@@ -60,11 +62,11 @@ def test_variant_configs_change_one_thing_and_share_the_budget():
     # Table 5: a single-task model sees its task's pairs per step in the unified model, no more;
     # Table 6's compat-only reference keeps the whole batch.
     run_tasks = ("query-pin", "query-product", "query-query", "compat-pin", "compat-product")
-    full = TrainConfig()  # 704 pairs, shares 8 : 4 : 4 : 4 : 2
+    full = TrainConfig()  # 704 pairs, shares 8 : 4 : 4 : 4 : 4
     own = AblationConfig()
-    assert variant_config(full, SINGLE_TASK["query-pin"], own, run_tasks).batch_size == 256
-    assert variant_config(full, SINGLE_TASK["query-query"], own, run_tasks).batch_size == 128
-    assert variant_config(full, SINGLE_TASK["query-query"], cfg, run_tasks).batch_size == 12  # 64 * 4 / 22
+    assert variant_config(full, SINGLE_TASK["query-pin"], own, run_tasks).batch_size == 235  # 704 * 8 / 24
+    assert variant_config(full, SINGLE_TASK["query-query"], own, run_tasks).batch_size == 117
+    assert variant_config(full, SINGLE_TASK["query-query"], cfg, run_tasks).batch_size == 11  # 64 * 4 / 24
     assert variant_config(full, COMPAT_ONLY, own, run_tasks).batch_size == 704
     unified = variant_config(base, UNIFIED, cfg)
     assert unified.model == base.model and unified.steps == 40
@@ -94,6 +96,12 @@ def _ablate(tiny_ws, visual: bool, coded: bool = False):
     def coded_recall(ev, task, action, ids=None):
         return (None, 0) if ev is None else (MODELS.index(ev[0].model.version), 1)
 
+    def coded_difference(a, b, task, action, cfg, ids=None):
+        """(model of a, model of b, pins the difference is taken on; 0: all)."""
+        if a is None or b is None:
+            return None
+        return MODELS.index(a[0].model.version), MODELS.index(b[0].model.version), len(ids) if ids else 0
+
     cfg = EvalConfig(ann=(), baselines=())
     _, main = evaluate(tiny_ws, replace(good, version="run"), cfg)
     with pytest.MonkeyPatch.context() as mp:
@@ -102,6 +110,7 @@ def _ablate(tiny_ws, visual: bool, coded: bool = False):
         mp.setattr(ablations, "run_uses_visual", lambda ws, run: visual)
         if coded:
             mp.setattr(ablations, "recall", coded_recall)
+            mp.setattr(ablations, "difference", coded_difference)
         return run_ablations(tiny_ws, "r", cfg, main, AblationConfig(tables=(3, 4))), trained
 
 
@@ -139,7 +148,7 @@ def test_tables_hold_paper_figures_beside_ours(tables):
 
 def test_markdown_has_one_table_per_paper_table_and_names_refused_variants(tables):
     md = ablation_markdown(tables)
-    assert md.count("## Table") == 4
+    assert md.count("## Table") == 4 and "## By pin age" in md
     assert "| pin save | 0.510 | 0.660 |" in md
     assert "`continuous-only` could not be trained" in md
 
@@ -159,6 +168,32 @@ def test_visual_columns_come_from_the_right_models(tiny_ws):
     assert [r[0] for r in rows][-2:] == ["+ engaged queries", "+ visual"]
     assert [MODELS[_ours(r)[0]] if _ours(r)[0] is not None else None for r in rows] == [
         None, "text", "text+boards", "no-visual", "run"]
+
+
+def test_table4_by_pin_age_takes_each_step_on_new_and_settled_pins(tiny_ws):
+    """Engaged queries can lift settled pins and cost new ones: the by-age table shows each step on
+    each group, from the same two models as the whole-set step."""
+    tables, _ = _ablate(tiny_ws, visual=True, coded=True)
+    new, settled = pins_by_age(tiny_ws, TimeSplit.for_workspace(tiny_ws).train_end)
+    truth = pl.read_parquet(tiny_ws.path(TRUTH_PINS))
+    assert new == set(truth.filter("fresh")["pin_id"])  # created after the cutoff: the world's fresh pins
+    assert new.isdisjoint(settled) and len(new | settled) == truth.height
+    age = tables["tables"]["4-age"]
+    assert [r[0] for r in age["rows"]] == ["pairs"] + [label for label, _ in TABLE4_VARIANTS[1:]]
+    eq = next(r for r in age["rows"] if r[0] == "+ engaged queries")
+    # Per set (save, long click, relevance): new pins, then settled ones; no-visual over text+boards.
+    step = MODELS.index("no-visual"), MODELS.index("text+boards")
+    assert eq[1:] == [(*step, n) for _ in range(3) for n in (len(new), len(settled))]
+    whole = next(r for r in tables["tables"]["4"]["rows"] if r[0] == "+ engaged queries")
+    assert whole[-3:] == [(*step, 0)] * 3
+
+
+def test_table4_by_pin_age_pairs_partition_each_set(tables):
+    age, t5 = tables["tables"]["4-age"], {r[0]: r[5] for r in tables["tables"]["5"]["rows"]}
+    pairs = age["rows"][0]
+    for i, paper in enumerate(("pin save", "pin long click", "pin relevance")):
+        assert pairs[1 + 2 * i] > 0 and pairs[2 + 2 * i] > 0
+        assert pairs[1 + 2 * i] + pairs[2 + 2 * i] == t5[paper]
 
 
 def test_a_run_without_visual_slot_is_the_no_visual_model(tiny_ws):
