@@ -161,9 +161,9 @@ def test_auto_field_dropout_is_the_skew_between_catalogue_and_positives(ws: Work
     positives = data.tasks["query-pin"].cand_rows
     assert not no_eq[positives].any() and no_eq.mean() > 0.2  # fresh pins: none, training positives: all
     assert skew["engaged_queries"] > 0.1
-    # Titles: the default world engages pins with and without text alike, so positives lack a title as
-    # often as the catalogue does; captions: every pin and product has one.
-    assert abs(skew["title"]) < SMALL.field_dropout_min
+    # Titles: new pins, never training positives, are bare more often than settled ones (world v11), so
+    # the catalogue lacks a title more often than the positives do; captions: every pin and product has one.
+    assert skew["title"] > 0.02
     assert abs(skew["caption"]) < SMALL.field_dropout_min
     # Presence dropout q already empties a field of a positive with probability q (1 - e_pos) e_cat, so
     # the per-field rule keeps only what is left of the skew.
