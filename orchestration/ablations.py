@@ -19,6 +19,10 @@ Table 6    compatibility (the query's compat output vs frozen legacy embeddings)
            jointly with the unified model vs a query encoder trained only on the compat tasks
 =========  =========================================================================
 
+With ``created_at`` on the pins, each Table 4 step is also taken on new pins (created after the
+training cutoff) and on settled ones (:func:`table4_by_age`): engaged queries exist only for the
+settled, so a step can lift one group and cost the other, and the whole-set figure is their mix.
+
 Variant runs are ``runs/<run>--abl-<variant>`` (``...--seed<k>`` for the k-th extra training seed
 with ``AblationConfig.seeds``; every figure is then the mean over the seeds, and the unified
 reference's extra seeds are trained too); an existing export is reused unless
