@@ -54,7 +54,7 @@ from typing import Any
 import polars as pl
 
 from omnisearchsage.atomic import atomic_path
-from omnisearchsage.contract import CREATED_AT, PINS, Workspace
+from omnisearchsage.contract import PINS, Workspace
 from omnisearchsage.errors import OmniError
 from omnisearchsage.evaluation.config import EvalConfig
 from omnisearchsage.evaluation.evaluate import MODEL, EmbeddingModel, Evaluation, evaluate
@@ -64,6 +64,7 @@ from omnisearchsage.evaluation.report import fmt
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.data import existed_before
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import read_run_config, train
 from omnisearchsage.validate import read_table
@@ -306,14 +307,19 @@ def no_text_pins(ws: Workspace) -> set[str]:
 
 
 def pins_by_age(ws: Workspace, cutoff: datetime) -> tuple[set[str], set[str]] | None:
-    """(new, settled) pins: created at or after the training cutoff, and the rest (a pin without a
-    ``created_at`` is settled); None when the catalogue has no ``created_at`` or every pin is of one age."""
-    if CREATED_AT not in pl.read_parquet_schema(ws.path(PINS)):
-        return None
-    frame = read_table(ws, PINS).select("pin_id", new=(pl.col(CREATED_AT) >= cutoff).fill_null(False)).collect()
-    new = set(frame.filter("new")["pin_id"].to_list())
-    settled = set(frame.filter(~pl.col("new"))["pin_id"].to_list())
+    """(new, settled) pins: created at or after the training cutoff, and the rest, by the rule that keeps
+    new entities out of the training negatives (:func:`~omnisearchsage.trainer.data.existed_before`);
+    None when every pin is of one age (no ``created_at`` included)."""
+    keys = read_table(ws, PINS).select("pin_id").collect()["pin_id"]
+    existed = existed_before(ws, "pin", keys, cutoff)
+    new, settled = set(keys.filter(~existed).to_list()), set(keys.filter(existed).to_list())
     return (new, settled) if new and settled else None
+
+
+def table4_models(evals: dict[str, list[Evaluation] | None],
+                  plus_visual: list[Evaluation] | None) -> list[tuple[str, list[Evaluation] | None]]:
+    """Table 4's rows and the evaluations of each (the last row is the unified run, with visual)."""
+    return [(label, plus_visual if variant is UNIFIED else evals[variant.name]) for label, variant in TABLE4_VARIANTS]
 
 
 def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
@@ -370,9 +376,8 @@ def run_ablations(ws: Workspace, run: str, cfg: EvalConfig, main: Evaluation,
         sets = _sets("query-pin")
         rows = []
         previous: list[Evaluation] | None = None
-        for i, (label, variant) in enumerate(TABLE4_VARIANTS):
+        for i, (label, ev) in enumerate(table4_models(evals, plus_visual)):
             cells: list[Any] = [label]
-            ev = plus_visual if variant is UNIFIED else evals[variant.name]
             for task, action, paper in sets:
                 cells += [TABLE4.get(label, {}).get(paper), recall(ev, task, action)[0]]
             cells += [difference(ev, previous, task, action, cfg) if i else None for task, action, _ in sets]
@@ -425,15 +430,11 @@ def table4_by_age(evals: dict[str, list[Evaluation] | None], plus_visual: list[E
     A step can help one group and cost the other: engaged queries exist only for pins engaged before
     the cutoff, so they lift settled pins and can push new ones (which have none) out of the top 10;
     the whole-set figure is then the mix of the two, weighted by how many test pairs name new pins."""
-    new, settled = ages
+    models = table4_models(evals, plus_visual)
     rows: list[list[Any]] = [["pairs", *(recall(evals[NO_VISUAL.name], t, a, ids)[1]
-                                         for t, a, _ in sets for ids in (new, settled))]]
-    previous: list[Evaluation] | None = None
-    for i, (label, variant) in enumerate(TABLE4_VARIANTS):
-        ev = plus_visual if variant is UNIFIED else evals[variant.name]
-        if i:
-            rows.append([label, *(difference(ev, previous, t, a, cfg, ids) for t, a, _ in sets for ids in (new, settled))])
-        previous = ev
+                                         for t, a, _ in sets for ids in ages)]]
+    rows += [[label, *(difference(ev, previous, t, a, cfg, ids) for t, a, _ in sets for ids in ages)]
+             for (_, previous), (label, ev) in zip(models, models[1:])]
     return {
         "title": "By pin age: each Table 4 step on new pins (created after the training cutoff) and settled ones, "
                  "Δ Recall@10 over the row above",

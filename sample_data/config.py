@@ -48,13 +48,13 @@ class WorldConfig:
 
     # ---- pin text
     #: Pins with neither title nor description (the paper: 71% coverage), among settled pins and among
-    #: fresh ones (``fresh_pin_share``; None: the settled share). A pin's text accrues with age (a bare
+    #: fresh ones (``fresh_pin_share``). A pin's text accrues with age (a bare
     #: upload gets its title from an edit, a scraped link page, a saver's description), so new pins are
     #: the bare ones more often: 0.2 and 0.6 leave about a third of the catalogue bare. Bare pins that are
     #: also new have no engaged queries either, and only the captions (and the legacy and visual
     #: embeddings) describe them: what Table 3 measures (README, *`omni sample`*, world v11).
     pin_no_text_share: float = 0.20
-    fresh_pin_no_text_share: float | None = 0.60
+    fresh_pin_no_text_share: float = 0.60
     #: Among pins with text: probability of a title, of a description (at least one is kept).
     pin_title_prob: float = 0.8
     pin_description_prob: float = 0.6

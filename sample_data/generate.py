@@ -488,9 +488,7 @@ def _pins(world: _World, ws: Workspace, images: _Images, boards: _Boards, stats:
             m = hi - lo
             t, c, a, im = topic[lo:hi], concept[lo:hi], attrs[lo:hi], img[lo:hi]
             lang = world.langs(r, m)
-            no_text = cfg.pin_no_text_share if cfg.fresh_pin_no_text_share is None else np.where(
-                fresh[lo:hi], cfg.fresh_pin_no_text_share, cfg.pin_no_text_share)
-            has_text = r.random(m) >= no_text
+            has_text = r.random(m) >= np.where(fresh[lo:hi], cfg.fresh_pin_no_text_share, cfg.pin_no_text_share)
             has_title = has_text & (r.random(m) < cfg.pin_title_prob)
             has_desc = has_text & (r.random(m) < cfg.pin_description_prob)
             has_title |= has_text & ~has_desc

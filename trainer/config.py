@@ -65,10 +65,10 @@ class TrainConfig:
     #: Tasks to train, or ("all",): every task with data in the workspace.
     tasks: tuple[str, ...] = ("all",)
     #: Share of each step's pairs per task (paper: pin 8 : product 4 : query 2, and the compat tasks
-    #: score the pin / product batches too). On the small world, 4 : 4 for compat and 4 for query-query
-    #: instead of 1 : 1 and 2 lift those tasks' Recall@10 and leave query-pin as it was, for a little
-    #: more time per step; compat-product at 4 rather than 2 lifts the product compat recall (README
-    #: *Evaluate*, world v11; compat trained alone keeps these shares, so Table 6's gap stays).
+    #: score the pin / product batches too). On the small world, compat 4 : 2 and query-query 4 instead
+    #: of 1 : 1 and 2 lifted those tasks' Recall@10 and left query-pin as it was, for a little more time
+    #: per step; compat-product 4 rather than 2 lifts product compat recall further (README *Evaluate*,
+    #: world v11; compat trained alone keeps these shares, so Table 6's gap stays).
     task_shares: dict[str, float] = field(default_factory=lambda: {
         "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 4})
     #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 235 of them query-pin.
