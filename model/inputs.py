@@ -8,7 +8,7 @@ Python loop over rows. Nothing here reads files: the trainer loads catalogues fr
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +53,16 @@ class TokenBags:
         bounds = np.append(offsets, ids.size).astype(np.int64)
         return cls(ids.astype(np.int32), bounds, len(offsets), 1)
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """EmbeddingBag input for ``rows``: bags in row-major order (row 0's fields, row 1's, ...)."""
-        bags = (rows[:, None] + self.rows * np.arange(self.fields)[None, :]).ravel()
+    def gather(self, rows: np.ndarray, override: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """EmbeddingBag input for ``rows``: bags in row-major order (row 0's fields, row 1's, ...).
+
+        ``override`` (int64 [rows, fields], -1: keep) names another bag to read in a row's field: the
+        trainer's leave-one-out bags sit after the ``fields * rows`` of the table
+        (``trainer/leave_one_out.py``)."""
+        bags = rows[:, None] + self.rows * np.arange(self.fields)[None, :]
+        if override is not None:
+            bags = np.where(override >= 0, override, bags)
+        bags = bags.ravel()
         starts, sizes = self.bounds[bags], self.bounds[bags + 1] - self.bounds[bags]
         offsets = np.zeros(len(bags), dtype=np.int64)
         np.cumsum(sizes[:-1], out=offsets[1:])
@@ -115,8 +122,12 @@ def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:
 
 
 def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int, int]],
-                  parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+                  parts: Sequence[tuple[str, np.ndarray]], bags: Mapping[str, TokenBags] | None = None,
+                  overrides: Sequence[np.ndarray | None] | None = None) -> dict[str, torch.Tensor]:
     """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
+
+    Token ids come from ``bags[kind]`` where given (else the catalogue's), each part's rows read with its
+    ``overrides`` entry (:meth:`TokenBags.gather`).
 
     ``dense`` holds each row's legacy embedding (or its ``text_vectors``) in its kind's slot of
     ``layout`` followed by a presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding); and,
@@ -124,9 +135,9 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
     """
     width = sum(dim + 1 for _, dim in layout.values())
     ids, offsets, dense, done = [], [], [], 0
-    for kind, rows in parts:
+    for p, (kind, rows) in enumerate(parts):
         cat = catalogues[kind]
-        i, o = cat.bags.gather(rows)
+        i, o = (bags or {}).get(kind, cat.bags).gather(rows, None if overrides is None else overrides[p])
         d = np.zeros((len(rows), width), dtype=np.float32)
         if kind in layout and cat.legacy is not None:
             offset, dim = layout[kind]

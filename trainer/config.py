@@ -147,6 +147,11 @@ class TrainConfig:
     pin_actions: tuple[str, ...] = ("save", "long_click")
     product_actions: tuple[str, ...] = ("click", "add_to_cart", "checkout")
     query_actions: tuple[str, ...] = ("click",)
+    #: A training positive reads its engaged queries without the pair's own query unless that query
+    #: engaged the entity more than once before the cutoff (``leave_one_out.py``): otherwise every positive
+    #: finds its query there, no future pair does unless it repeats one, and the towers learn to bury
+    #: entities without engaged queries (README, *Evaluate*).
+    engaged_queries_leave_one_out: bool = True
     #: At most this many distinct queries per entity, the most engaged first (paper: 50 / 200).
     max_pairs_per_pin: int = 50
     max_pairs_per_product: int = 200

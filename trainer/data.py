@@ -38,6 +38,7 @@ from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inp
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.text_encoders import encoder_text
 from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.leave_one_out import LeftOut, leave_one_out
 from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
 
@@ -186,6 +187,9 @@ class TaskPairs:
     #: before the cutoff (and, for a compat task, have a legacy embedding).
     negative_pool: np.ndarray
     batch_size: int = 0
+    #: int64 [pairs]: the bag each pair's positive reads for its engaged queries, in
+    #: ``TrainingData.left_out`` (-1: the entity's own); None: the run reads the field as it is.
+    positive_bags: np.ndarray | None = None
 
     @property
     def pairs(self) -> int:
@@ -201,6 +205,8 @@ class TaskSample:
     neg_rows: np.ndarray
     #: int64 [pairs, k] mined hard negatives (-1: none), or None when the task has none.
     hard_rows: np.ndarray | None = None
+    #: int64 [pairs]: the positives' engaged-queries bags (``TaskPairs.positive_bags``), or None.
+    pos_bags: np.ndarray | None = None
 
 
 @dataclass
@@ -224,6 +230,8 @@ class TrainingData:
     #: Per task, the mined hard negatives of every pair, int64 [pairs, k] (-1: none); refreshed by the
     #: loop from the model (``hard_negatives.mine``), so unlike the rest of a step they depend on it.
     hard_rows: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Leave-one-out engaged queries of the training positives (``leave_one_out.py``); None: off.
+    left_out: LeftOut | None = None
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
@@ -271,7 +279,8 @@ class TrainingData:
             neg = task.negative_pool[rng.integers(0, len(task.negative_pool), task.batch_size * self.num_negatives)]
             hard = self.hard_rows.get(task.name)
             out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg,
-                                        None if hard is None else hard[idx])
+                                        None if hard is None else hard[idx],
+                                        None if task.positive_bags is None else task.positive_bags[idx])
         if not compat_shared:
             return out
         own_samples = dict(out)
@@ -307,6 +316,7 @@ class TrainingData:
         """
         queries: list[np.ndarray] = [s.query_rows for s in samples.values()]
         entities: list[tuple[str, np.ndarray]] = []
+        overrides: list[np.ndarray | None] = []
         legacy: dict[str, torch.Tensor] = {}
         layout: dict[str, TaskRows] = {}
         q0, q_cand, e0 = 0, sum(len(q) for q in queries), 0
@@ -327,6 +337,7 @@ class TrainingData:
                 source, start, q_cand = "query", q_cand, q_cand + len(cands)
             else:
                 entities.append((task.candidate, cands))
+                overrides.append(self._positive_override(s, len(cands)))
                 source, start, e0 = "entity", e0, e0 + len(cands)
             layout[name] = TaskRows(source, slice(q0, q0 + b), slice(start, start + b),
                                     slice(start + b, start + b + n_neg), torch.from_numpy(s.query_rows),
@@ -336,7 +347,7 @@ class TrainingData:
             q0 += b
         return StepBatch(
             query_inputs=self.query_inputs(np.concatenate(queries), tokenize),
-            entity_inputs=self.entity_inputs(entities) if entities else None,
+            entity_inputs=self.entity_inputs(entities, overrides) if entities else None,
             legacy=legacy,
             tasks=layout,
         )
@@ -354,11 +365,23 @@ class TrainingData:
             out |= tokenize(queries.keys.gather(rows).to_list())
         return out
 
-    def entity_inputs(self, parts: Sequence[tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    def entity_inputs(self, parts: Sequence[tuple[str, np.ndarray]],
+                      overrides: Sequence[np.ndarray | None] | None = None) -> dict[str, torch.Tensor]:
         """The entity tower's inputs, plus each row's kind (an :data:`ENTITY_KINDS` index) for
-        presence dropout."""
+        presence dropout; ``overrides``: per part, bags to read instead (:meth:`TokenBags.gather`)."""
         kinds = np.concatenate([np.full(len(rows), ENTITY_KINDS.index(kind), np.int64) for kind, rows in parts])
-        return entity_inputs(self.catalogues, self.dense_layout, parts) | {"kinds": torch.from_numpy(kinds)}
+        bags = None if self.left_out is None else self.left_out.bags
+        return entity_inputs(self.catalogues, self.dense_layout, parts, bags, overrides) | {
+            "kinds": torch.from_numpy(kinds)}
+
+    def _positive_override(self, sample: TaskSample, rows: int) -> np.ndarray | None:
+        """The bag override of one task's candidate rows: the positives (the first rows) read their
+        left-out engaged queries; None when no positive of the sample has any."""
+        if self.left_out is None or sample.pos_bags is None or not (sample.pos_bags >= 0).any():
+            return None
+        override = np.full((rows, len(self.fields)), -1, dtype=np.int64)
+        override[: len(sample.pos_bags), self.left_out.field] = sample.pos_bags
+        return override
 
 
 @dataclass
@@ -494,8 +517,15 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     if not fields and not layout:
         raise OmniError("entity_fields is empty and there is no legacy or visual embedding to read (off, or "
                         "not in the workspace): the entity tower would read nothing")
+    left_out = None
+    if cfg.engaged_queries_leave_one_out:
+        left_out = leave_one_out(ws, featurizer, catalogues, {
+            name: (t.candidate, t.query_rows, t.cand_rows) for name, t in tasks.items() if not t.frozen
+            and t.candidate in entities}, fields)
+        for name, bags in (left_out.positive_bags if left_out is not None else {}).items():
+            tasks[name].positive_bags = bags
     return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
-                        visual_model=images if VISUAL in layout else None)
+                        visual_model=images if VISUAL in layout else None, left_out=left_out)
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,

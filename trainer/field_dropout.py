@@ -33,7 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import ENTITY_KINDS, TrainingData
+from omnisearchsage.trainer.data import ENTITY_KINDS, TaskPairs, TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +58,34 @@ def presence_patterns(data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]
     return out
 
 
+def _positives_empty(data: TrainingData, kind: str, tasks: list[TaskPairs], empty: np.ndarray) -> np.ndarray:
+    """bool [fields, positives]: which fields the training positives of ``tasks`` read empty, their
+    leave-one-out engaged queries included (a pin whose only engaged query is the pair's own reads none)."""
+    out = empty[:, np.concatenate([t.cand_rows for t in tasks])]
+    lo = data.left_out
+    if lo is not None and all(t.positive_bags is not None for t in tasks):
+        bags = np.concatenate([t.positive_bags for t in tasks])
+        chosen = bags >= 0
+        sizes = np.diff(lo.bags[kind].bounds)
+        out[lo.field, chosen] = sizes[bags[chosen]] == 0
+    return out
+
+
 def field_skew(data: TrainingData, presence_dropout: float = 0.0) -> dict[str, float]:
     """Per entity-tower field: the share of catalogue entities without it minus the share of training
     positives without it (after ``presence_dropout``, see the module doc), taken per entity kind (pins
     and products differ in which fields they have and in their share of the pairs) and averaged over
     the kinds by their share of the positives, the rows the dropout acts on; positives counted once per
-    training pair."""
+    training pair, as the batches show them (leave-one-out engaged queries included)."""
     skew, weight = np.zeros(len(data.fields)), 0
     for kind in ENTITY_KINDS:
         cat = data.catalogues.get(kind)
-        rows = [t.cand_rows for t in data.tasks.values() if t.candidate == kind and not t.frozen]
-        if cat is None or not data.fields or not rows:
+        tasks = [t for t in data.tasks.values() if t.candidate == kind and not t.frozen]
+        if cat is None or not data.fields or not tasks:
             continue
-        positives = np.concatenate(rows)
+        positives = np.concatenate([t.cand_rows for t in tasks])
         empty = _empty(data, kind)
-        e_cat, e_pos = empty.mean(1), empty[:, positives].mean(1)
+        e_cat, e_pos = empty.mean(1), _positives_empty(data, kind, tasks, empty).mean(1)
         e_pos = e_pos + presence_dropout * (1 - e_pos) * e_cat
         skew += len(positives) * (e_cat - e_pos)
         weight += len(positives)
