@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from omnisearchsage.cli.app import app
 from omnisearchsage.contract import ENGAGED_QUERIES, ENGAGEMENTS, Workspace
 from omnisearchsage.enrich.config import QueriesConfig
 from omnisearchsage.enrich.queries import build_engaged_queries, effective_cutoff
@@ -22,6 +24,7 @@ from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import TrainingData, load_training_data
 from omnisearchsage.trainer.field_dropout import field_skew
+from omnisearchsage.trainer.loop import read_run_config
 from omnisearchsage.validate import read_table
 
 CFG = TrainConfig(batch_size=64, steps=1)
@@ -131,3 +134,15 @@ def test_gather_override_reads_the_named_bags():
     # bags 0, 1: field 0 of rows 0, 1; bags 2, 3: field 1; bag 4: an extra bag (id 5).
     ids, offsets = bags.gather(np.array([1, 0]), np.array([[-1, 4], [-1, -1]]))
     assert ids.tolist() == [2, 5, 1, 3] and offsets.tolist() == [0, 1, 2, 3]
+
+
+def test_the_cli_switch_reaches_the_run_config(enriched):
+    """`omni train --no-leave-one-out` is recorded in the run's config (a resume or a comparison reads it
+    back); the default is on."""
+    ws, _ = enriched
+    for name, flags, expected in (("on", [], True), ("off", ["--no-leave-one-out"], False)):
+        result = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--name", name, "--steps", "1",
+                                          "--batch-size", "32", "--no-visual", *flags])
+        assert result.exit_code == 0, result.output
+        config = read_run_config(ws.run_dir(name))["config"]
+        assert config["engaged_queries_leave_one_out"] is expected
