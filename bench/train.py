@@ -12,7 +12,9 @@ SMALL_WS / MEDIUM_WS: workspaces of the small / medium sample world with feature
    bags' gathers are memory-bound and count 0) divided by the mean step time, as a fraction of this
    machine's dense fp32 matmul FLOP/s (a 2048 x 2048 product, measured now with the same threads).
    Target: at least 30%.
-3. **Peak memory** training the medium world at the default config (a child process; peak RSS
+3. **Leave-one-out engaged queries** (``trainer/leave_one_out.py``, on by default): loading the training
+   data and a training step with it, beside the same with ``engaged_queries_leave_one_out=False``.
+4. **Peak memory** training the medium world at the default config (a child process; peak RSS
    from ``getrusage``), against the 8 GiB target.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -63,8 +66,11 @@ def _timed(fn) -> float:
 
 
 def step_benchmark(ws: Workspace, cfg: TrainConfig, steps: int) -> dict[str, float]:
-    """Mean seconds per training step, pairs per step, and FLOPs per step at ``cfg``."""
+    """Seconds to load the training data, mean seconds per training step, pairs per step, and FLOPs per
+    step at ``cfg``."""
+    t = time.perf_counter()
     data = load_training_data(ws, cfg, Featurizer.load(ws.features))
+    load_s = time.perf_counter() - t
     torch.manual_seed(cfg.seed)
     model = TwoTowerModel(cfg.model, ModelSpec(data.num_ids, data.fields, data.dense_layout))
     objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares))
@@ -88,7 +94,7 @@ def step_benchmark(ws: Workspace, cfg: TrainConfig, steps: int) -> dict[str, flo
     seconds = (time.perf_counter() - t) / steps
     with FlopCounterMode(display=False) as counter:
         step(2 + steps)
-    return {"step_s": seconds, "pairs": pairs / steps, "flops": counter.get_total_flops()}
+    return {"load_s": load_s, "step_s": seconds, "pairs": pairs / steps, "flops": counter.get_total_flops()}
 
 
 def main() -> None:
@@ -113,6 +119,10 @@ def main() -> None:
     print(f"training  counted FLOPs per step:             {res['flops'] / 1e9:8.2f} GFLOP")
     print(f"training  achieved:                           {achieved / 1e9:8.1f} GFLOP/s = "
           f"{100 * achieved / peak:.0f}% of the matmul baseline (target >= 30%)")
+    off = step_benchmark(Workspace(args.small), replace(cfg, engaged_queries_leave_one_out=False), args.steps)
+    print(f"loading   training data, leave-one-out on:   {res['load_s']:8.2f} s  (off, the baseline: {off['load_s']:.2f} s)")
+    print(f"training  step time, leave-one-out on:       {res['step_s'] * 1e3:8.1f} ms  "
+          f"(off, the baseline: {off['step_s'] * 1e3:.1f} ms)")
     if args.medium:
         out = subprocess.run([sys.executable, "-c", _MEDIUM_CHILD, args.medium, str(args.memory_steps)],
                              capture_output=True, text=True, check=True)
