@@ -30,10 +30,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from omnisearchsage.contract import Workspace
 from omnisearchsage.features.featurizer import Featurizer
-from omnisearchsage.model.towers import ModelSpec, TwoTowerModel
+from omnisearchsage.model.towers import TwoTowerModel
+from omnisearchsage.trainer.anchor import resolve_query_encoder
 from omnisearchsage.trainer.config import TrainConfig
 from omnisearchsage.trainer.data import load_training_data
-from omnisearchsage.trainer.loop import Objective, lr_at, make_optimizer, task_prefixes
+from omnisearchsage.trainer.loop import (
+    Objective,
+    loss_shares,
+    lr_at,
+    make_optimizer,
+    model_spec,
+    task_prefixes,
+)
 from omnisearchsage.trainer.loss import MultiTaskLoss
 
 _MEDIUM_CHILD = """
@@ -68,12 +76,15 @@ def _timed(fn) -> float:
 def step_benchmark(ws: Workspace, cfg: TrainConfig, steps: int) -> dict[str, float]:
     """Seconds to load the training data, mean seconds per training step, pairs per step, and FLOPs per
     step at ``cfg``."""
+    cfg = resolve_query_encoder(ws, cfg)  # "auto" -> the encoder `omni train` would pick
+    featurizer = Featurizer.load(ws.features)
     t = time.perf_counter()
-    data = load_training_data(ws, cfg, Featurizer.load(ws.features))
+    data = load_training_data(ws, cfg, featurizer)
     load_s = time.perf_counter() - t
     torch.manual_seed(cfg.seed)
-    model = TwoTowerModel(cfg.model, ModelSpec(data.num_ids, data.fields, data.dense_layout))
-    objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data), cfg.task_shares))
+    model = TwoTowerModel(cfg.model, model_spec(featurizer, data, cfg.model))
+    objective = Objective(model, MultiTaskLoss(cfg.loss, task_prefixes(cfg, data, model.out_dim),
+                                               loss_shares(cfg, data)))
     optimizer = make_optimizer(objective, cfg)
 
     def step(i: int) -> int:
