@@ -8,7 +8,7 @@ Python loop over rows. Nothing here reads files: the trainer loads catalogues fr
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +23,13 @@ from omnisearchsage.features.featurizer import Featurizer
 # ---------------------------------------------------------------------------- token bags
 @dataclass
 class TokenBags:
-    """Token-id bags of one table: bag ``field * rows + row`` is ``values[bounds[b]:bounds[b + 1]]``."""
+    """Token-id bags of one table: bag ``field * rows + row`` is ``values[bounds[b]:bounds[b + 1]]``.
+
+    Bags past the table's own ``fields * rows`` are extra bags (:meth:`with_extra`), read only where a
+    :meth:`gather` override names them (the trainer's leave-one-out engaged queries)."""
 
     values: np.ndarray  # int32 [total ids]
-    bounds: np.ndarray  # int64 [fields * rows + 1]
+    bounds: np.ndarray  # int64 [fields * rows + extra bags + 1]
     rows: int
     fields: int
 
@@ -53,12 +56,21 @@ class TokenBags:
         bounds = np.append(offsets, ids.size).astype(np.int64)
         return cls(ids.astype(np.int32), bounds, len(offsets), 1)
 
+    def sizes(self) -> np.ndarray:
+        """int64 [fields * rows]: the length of each of the table's own bags (extra bags left out)."""
+        return np.diff(self.bounds[: self.fields * self.rows + 1])
+
+    def with_extra(self, extra: TokenBags) -> TokenBags:
+        """This table with ``extra``'s bags appended after its own (and after any earlier extras): the
+        k-th of them is bag ``len(self.bounds) - 1 + k``."""
+        return TokenBags(np.concatenate([self.values, extra.values]),
+                         np.concatenate([self.bounds, self.bounds[-1] + extra.bounds[1:]]), self.rows, self.fields)
+
     def gather(self, rows: np.ndarray, override: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """EmbeddingBag input for ``rows``: bags in row-major order (row 0's fields, row 1's, ...).
 
-        ``override`` (int64 [rows, fields], -1: keep) names another bag to read in a row's field: the
-        trainer's leave-one-out bags sit after the ``fields * rows`` of the table
-        (``trainer/leave_one_out.py``)."""
+        ``override`` (int64 [rows, fields], -1: keep) names another bag to read in a row's field, such
+        as an extra bag (:meth:`with_extra`)."""
         bags = rows[:, None] + self.rows * np.arange(self.fields)[None, :]
         if override is not None:
             bags = np.where(override >= 0, override, bags)
@@ -122,12 +134,10 @@ def query_catalogue(texts: pl.Series, featurizer: Featurizer) -> Catalogue:
 
 
 def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int, int]],
-                  parts: Sequence[tuple[str, np.ndarray]], bags: Mapping[str, TokenBags] | None = None,
+                  parts: Sequence[tuple[str, np.ndarray]],
                   overrides: Sequence[np.ndarray | None] | None = None) -> dict[str, torch.Tensor]:
-    """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order.
-
-    Token ids come from ``bags[kind]`` where given (else the catalogue's), each part's rows read with its
-    ``overrides`` entry (:meth:`TokenBags.gather`).
+    """One entity-tower input (``ids``, ``offsets``, ``dense``) for several (kind, rows) parts, in order;
+    each part's token ids read with its ``overrides`` entry (:meth:`TokenBags.gather`).
 
     ``dense`` holds each row's legacy embedding (or its ``text_vectors``) in its kind's slot of
     ``layout`` followed by a presence flag, zeros in the other kinds' slots (and for rows without a legacy embedding); and,
@@ -137,7 +147,7 @@ def entity_inputs(catalogues: dict[str, Catalogue], layout: dict[str, tuple[int,
     ids, offsets, dense, done = [], [], [], 0
     for p, (kind, rows) in enumerate(parts):
         cat = catalogues[kind]
-        i, o = (bags or {}).get(kind, cat.bags).gather(rows, None if overrides is None else overrides[p])
+        i, o = cat.bags.gather(rows, None if overrides is None else overrides[p])
         d = np.zeros((len(rows), width), dtype=np.float32)
         if kind in layout and cat.legacy is not None:
             offset, dim = layout[kind]

@@ -59,13 +59,14 @@ def _events(ws: Workspace, kind: str) -> dict[tuple[str, str], int]:
 def test_a_positive_loses_its_query_only_when_it_was_that_querys_single_engagement(enriched, kind, task):
     ws, featurizer = enriched
     data = load_training_data(ws, CFG, featurizer)
-    lo, t = data.left_out, data.tasks[task]
-    assert lo is not None and t.positive_bags is not None
+    off = load_training_data(ws, replace(CFG, engaged_queries_leave_one_out=False), featurizer)
+    field, t = data.left_out_field, data.tasks[task]
+    assert field is not None and t.positive_bags is not None
     lists = {e: q for e, q in read_table(ws, ENGAGED_QUERIES).filter(pl.col("entity_type") == kind)
              .select("entity_id", "queries").collect().iter_rows()}
     events = _events(ws, kind)
-    cat, queries, bags = data.catalogues[kind], data.catalogues["query"].keys, lo.bags[kind]
-    field_bag = lo.field * cat.bags.rows
+    cat, queries, bags = data.catalogues[kind], data.catalogues["query"].keys, data.catalogues[kind].bags
+    field_bag = field * cat.bags.rows
     losing = leaks = 0
     for qr, cr, b in zip(t.query_rows, t.cand_rows, t.positive_bags):
         e, q = cat.keys[int(cr)], queries[int(qr)]
@@ -77,7 +78,8 @@ def test_a_positive_loses_its_query_only_when_it_was_that_querys_single_engageme
             assert _bag(bags, int(b)) == featurizer.encode_field(kept).to_list()[0]
         else:
             assert b == -1  # another engagement of the entity by the query: what a future pair could see
-        assert _bag(bags, field_bag + int(cr)) == _bag(cat.bags, field_bag + int(cr))  # catalogue untouched
+        plain = off.catalogues[kind].bags
+        assert _bag(bags, field_bag + int(cr)) == _bag(plain, field_bag + int(cr))  # the entity's own bag untouched
     assert leaks > 0.95 * t.pairs and 0 < losing < t.pairs
 
 
@@ -85,17 +87,16 @@ def test_batches_give_positives_the_left_out_field_and_negatives_the_full_one(en
     ws, featurizer = enriched
     data = load_training_data(ws, CFG, featurizer)
     off = load_training_data(ws, replace(CFG, engaged_queries_leave_one_out=False), featurizer)
-    assert off.left_out is None and all(t.positive_bags is None for t in off.tasks.values())
-    lo = data.left_out
+    assert off.left_out_field is None and all(t.positive_bags is None for t in off.tasks.values())
     samples = data.sample(0)
     s = samples["query-pin"]
     assert (s.pos_bags >= 0).any() and (s.pos_bags == -1).any()
     rows = np.concatenate([s.pos_rows, s.neg_rows])
     fields = len(data.fields)
     override = np.full((len(rows), fields), -1)
-    override[: len(s.pos_rows), lo.field] = s.pos_bags
-    expected = lo.bags["pin"].gather(rows, override)
-    plain = data.catalogues["pin"].bags.gather(rows)
+    override[: len(s.pos_rows), data.left_out_field] = s.pos_bags
+    expected = data.catalogues["pin"].bags.gather(rows, override)
+    plain = off.catalogues["pin"].bags.gather(rows)
     got = data.entity_inputs([("pin", rows)], [data._positive_override(s, len(rows))])
     assert got["ids"].tolist() == expected[0].tolist() and got["offsets"].tolist() == expected[1].tolist()
     assert got["ids"].tolist() != plain[0].tolist()
@@ -118,20 +119,21 @@ def test_field_dropout_counts_positives_left_without_engaged_queries(enriched):
 
 
 def _emptied(data: TrainingData) -> int:
-    lo = data.left_out
     out = 0
     for t in data.tasks.values():
         if t.positive_bags is None:
             continue
-        sizes = np.diff(lo.bags[t.candidate].bounds)
+        sizes = np.diff(data.catalogues[t.candidate].bags.bounds)
         chosen = t.positive_bags[t.positive_bags >= 0]
         out += int((sizes[chosen] == 0).sum())
     return out
 
 
 def test_gather_override_reads_the_named_bags():
-    bags = TokenBags(np.array([1, 2, 3, 4, 5], np.int32), np.array([0, 1, 2, 3, 4, 5]), rows=2, fields=2)
-    # bags 0, 1: field 0 of rows 0, 1; bags 2, 3: field 1; bag 4: an extra bag (id 5).
+    table = TokenBags(np.array([1, 2, 3, 4], np.int32), np.array([0, 1, 2, 3, 4]), rows=2, fields=2)
+    bags = table.with_extra(TokenBags.from_offsets(np.array([5]), np.array([0])))
+    assert bags.sizes().tolist() == [1, 1, 1, 1]  # the table's own bags only
+    # bags 0, 1: field 0 of rows 0, 1; bags 2, 3: field 1; bag 4: the extra bag (id 5).
     ids, offsets = bags.gather(np.array([1, 0]), np.array([[-1, 4], [-1, -1]]))
     assert ids.tolist() == [2, 5, 1, 3] and offsets.tolist() == [0, 1, 2, 3]
 

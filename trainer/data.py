@@ -38,7 +38,7 @@ from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inp
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.text_encoders import encoder_text
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.leave_one_out import LeftOut, leave_one_out
+from omnisearchsage.trainer.leave_one_out import leave_one_out
 from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
 
@@ -187,8 +187,8 @@ class TaskPairs:
     #: before the cutoff (and, for a compat task, have a legacy embedding).
     negative_pool: np.ndarray
     batch_size: int = 0
-    #: int64 [pairs]: the bag each pair's positive reads for its engaged queries, in
-    #: ``TrainingData.left_out`` (-1: the entity's own); None: the run reads the field as it is.
+    #: int64 [pairs]: the bag each pair's positive reads for its engaged queries, an extra bag of the
+    #: catalogue's (``leave_one_out.py``; -1: the entity's own); None: the run reads the field as it is.
     positive_bags: np.ndarray | None = None
 
     @property
@@ -230,8 +230,9 @@ class TrainingData:
     #: Per task, the mined hard negatives of every pair, int64 [pairs, k] (-1: none); refreshed by the
     #: loop from the model (``hard_negatives.mine``), so unlike the rest of a step they depend on it.
     hard_rows: dict[str, np.ndarray] = field(default_factory=dict)
-    #: Leave-one-out engaged queries of the training positives (``leave_one_out.py``); None: off.
-    left_out: LeftOut | None = None
+    #: Index in ``fields`` of the engaged queries the positives read left-one-out (``leave_one_out.py``);
+    #: None: off.
+    left_out_field: int | None = None
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
@@ -254,11 +255,11 @@ class TrainingData:
         df, docs = np.zeros(self.num_ids, dtype=np.int64), 0
         for cat in (self.catalogues[k] for k in ENTITY_KINDS if k in self.catalogues):
             b, n = cat.bags, cat.bags.rows
-            sizes = np.diff(b.bounds)
+            sizes = b.sizes()
             rows = np.repeat(np.tile(np.arange(n, dtype=np.int64), b.fields), sizes)
             field_of = np.repeat(np.repeat(np.arange(b.fields), n), sizes)
             keep = np.isin(field_of, chosen)
-            distinct = np.unique(rows[keep] * self.num_ids + b.values[keep])  # one count per (row, id)
+            distinct = np.unique(rows[keep] * self.num_ids + b.values[: len(keep)][keep])  # once per (row, id)
             df += np.bincount(distinct % self.num_ids, minlength=self.num_ids)
             docs += n
         return torch.from_numpy((np.log((docs + 1) / (df + 1)) + offset).astype(np.float32))
@@ -370,17 +371,15 @@ class TrainingData:
         """The entity tower's inputs, plus each row's kind (an :data:`ENTITY_KINDS` index) for
         presence dropout; ``overrides``: per part, bags to read instead (:meth:`TokenBags.gather`)."""
         kinds = np.concatenate([np.full(len(rows), ENTITY_KINDS.index(kind), np.int64) for kind, rows in parts])
-        bags = None if self.left_out is None else self.left_out.bags
-        return entity_inputs(self.catalogues, self.dense_layout, parts, bags, overrides) | {
-            "kinds": torch.from_numpy(kinds)}
+        return entity_inputs(self.catalogues, self.dense_layout, parts, overrides) | {"kinds": torch.from_numpy(kinds)}
 
     def _positive_override(self, sample: TaskSample, rows: int) -> np.ndarray | None:
         """The bag override of one task's candidate rows: the positives (the first rows) read their
         left-out engaged queries; None when no positive of the sample has any."""
-        if self.left_out is None or sample.pos_bags is None or not (sample.pos_bags >= 0).any():
+        if self.left_out_field is None or sample.pos_bags is None or not (sample.pos_bags >= 0).any():
             return None
         override = np.full((rows, len(self.fields)), -1, dtype=np.int64)
-        override[: len(sample.pos_bags), self.left_out.field] = sample.pos_bags
+        override[: len(sample.pos_bags), self.left_out_field] = sample.pos_bags
         return override
 
 
@@ -517,15 +516,11 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     if not fields and not layout:
         raise OmniError("entity_fields is empty and there is no legacy or visual embedding to read (off, or "
                         "not in the workspace): the entity tower would read nothing")
-    left_out = None
-    if cfg.engaged_queries_leave_one_out:
-        left_out = leave_one_out(ws, featurizer, catalogues, {
-            name: (t.candidate, t.query_rows, t.cand_rows) for name, t in tasks.items() if not t.frozen
-            and t.candidate in entities}, fields)
-        for name, bags in (left_out.positive_bags if left_out is not None else {}).items():
-            tasks[name].positive_bags = bags
+    left_out = leave_one_out(ws, featurizer, catalogues, [t for t in tasks.values() if not t.frozen
+                                                          and t.candidate in entities], fields) \
+        if cfg.engaged_queries_leave_one_out else None
     return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
-                        visual_model=images if VISUAL in layout else None, left_out=left_out)
+                        visual_model=images if VISUAL in layout else None, left_out_field=left_out)
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,

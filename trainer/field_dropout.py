@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def _empty(data: TrainingData, kind: str) -> np.ndarray:
     """bool [fields, entities]: which of the ``kind`` catalogue's field bags are empty."""
     bags = data.catalogues[kind].bags
-    return (np.diff(bags.bounds) == 0).reshape(bags.fields, bags.rows)
+    return (bags.sizes() == 0).reshape(bags.fields, bags.rows)
 
 
 def presence_patterns(data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -62,12 +62,11 @@ def _positives_empty(data: TrainingData, kind: str, tasks: list[TaskPairs], empt
     """bool [fields, positives]: which fields the training positives of ``tasks`` read empty, their
     leave-one-out engaged queries included (a pin whose only engaged query is the pair's own reads none)."""
     out = empty[:, np.concatenate([t.cand_rows for t in tasks])]
-    lo = data.left_out
-    if lo is not None and all(t.positive_bags is not None for t in tasks):
+    if data.left_out_field is not None and all(t.positive_bags is not None for t in tasks):
         bags = np.concatenate([t.positive_bags for t in tasks])
         chosen = bags >= 0
-        sizes = np.diff(lo.bags[kind].bounds)
-        out[lo.field, chosen] = sizes[bags[chosen]] == 0
+        sizes = np.diff(data.catalogues[kind].bags.bounds)  # every bag, the extra ones included
+        out[data.left_out_field, chosen] = sizes[bags[chosen]] == 0
     return out
 
 

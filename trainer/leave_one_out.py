@@ -20,7 +20,7 @@ featurizer, exactly as ``omni features build`` encodes the full one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -30,21 +30,13 @@ from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.model.inputs import Catalogue, TokenBags
 from omnisearchsage.validate import read_table
 
+if TYPE_CHECKING:  # data.py imports this module
+    from omnisearchsage.trainer.data import TaskPairs
+
 log = logging.getLogger(__name__)
 
 #: The entity field this module rewrites.
 FIELD = "engaged_queries"
-
-
-@dataclass
-class LeftOut:
-    """Per entity kind, the catalogue's bags followed by one extra bag per (entity, query) that loses
-    its query; per task, the bag each pair's positive reads for :data:`FIELD` (-1: the entity's own)."""
-
-    bags: dict[str, TokenBags]
-    positive_bags: dict[str, np.ndarray]
-    #: Index of :data:`FIELD` among the run's entity fields.
-    field: int
 
 
 def pairs_losing_query(ws: Workspace, kind: str, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -70,31 +62,30 @@ def pairs_losing_query(ws: Workspace, kind: str, pairs: pl.DataFrame) -> pl.Data
 
 
 def leave_one_out(ws: Workspace, featurizer: Featurizer, catalogues: dict[str, Catalogue],
-                  task_pairs: dict[str, tuple[str, np.ndarray, np.ndarray]], fields: tuple[str, ...]) -> LeftOut | None:
-    """The left-out bags for ``task_pairs`` (task -> (entity kind, query rows, candidate rows) of its
-    catalogue rows), or None when the run reads no engaged queries or the workspace has no counts."""
+                  tasks: list[TaskPairs], fields: tuple[str, ...]) -> int | None:
+    """Give the positives of ``tasks`` (pin and product tasks) their left-out engaged queries: appends one
+    extra bag per distinct (entity, query) that loses its query to the catalogue's bags
+    (:meth:`TokenBags.with_extra`) and sets each task's ``positive_bags``. Returns the index of
+    :data:`FIELD` in ``fields``, or None (nothing changed) when the run reads no engaged queries or the
+    workspace has no counts."""
     if FIELD not in fields or not (ws.has(ENGAGED_QUERIES) and ws.has(ENGAGED_QUERY_COUNTS)):
         return None
-    field = fields.index(FIELD)
     queries = catalogues["query"].keys
-    bags: dict[str, TokenBags] = {}
-    positive_bags: dict[str, np.ndarray] = {}
-    for kind in sorted({kind for kind, _, _ in task_pairs.values()}):
+    for kind in sorted({t.candidate for t in tasks}):
         cat = catalogues[kind]
-        frames = {name: pl.DataFrame({"entity_id": cat.keys.gather(c), "query": queries.gather(q)})
-                  for name, (k, q, c) in task_pairs.items() if k == kind}
+        frames = {t.name: pl.DataFrame({"entity_id": cat.keys.gather(t.cand_rows), "query": queries.gather(t.query_rows)})
+                  for t in tasks if t.candidate == kind}
         losing = pairs_losing_query(ws, kind, pl.concat(frames.values()))
-        encoded = TokenBags.from_lists([featurizer.encode_field(losing.get_column("kept")).to_arrow()], losing.height)
-        base = cat.bags
-        first = base.fields * base.rows
-        bags[kind] = TokenBags(np.concatenate([base.values, encoded.values]),
-                               np.concatenate([base.bounds, base.bounds[-1] + encoded.bounds[1:]]),
-                               base.rows, base.fields)
+        first = len(cat.bags.bounds) - 1
+        cat.bags = cat.bags.with_extra(
+            TokenBags.from_lists([featurizer.encode_field(losing.get_column("kept")).to_arrow()], losing.height))
         index = losing.select("entity_id", "query", bag=first + pl.int_range(losing.height, dtype=pl.Int64))
-        for name, frame in frames.items():
-            bag = frame.join(index, on=["entity_id", "query"], how="left", maintain_order="left").get_column("bag")
-            positive_bags[name] = bag.fill_null(-1).to_numpy().astype(np.int64)
+        for t in tasks:
+            if t.candidate != kind:
+                continue
+            bag = frames[t.name].join(index, on=["entity_id", "query"], how="left", maintain_order="left")
+            t.positive_bags = bag.get_column("bag").fill_null(-1).to_numpy().astype(np.int64)
             log.info("task %s: %d of %d pairs read their %s's engaged queries without their own query "
-                     "(its only engagement of the %s before the cutoff)", name, int((positive_bags[name] >= 0).sum()),
-                     frame.height, kind, kind)
-    return LeftOut(bags, positive_bags, field)
+                     "(its only engagement of the %s before the cutoff)", t.name,
+                     int((t.positive_bags >= 0).sum()), t.pairs, kind, kind)
+    return fields.index(FIELD)
