@@ -63,7 +63,7 @@ from omnisearchsage.evaluation.paper import PAPER_SETS, TABLE3, TABLE4, TABLE5, 
 from omnisearchsage.evaluation.report import fmt
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
-from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.config import TrainConfig, scored_shares
 from omnisearchsage.trainer.data import existed_before
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import read_run_config, train
@@ -84,13 +84,16 @@ METRIC = f"recall@{K}"
 @dataclass(frozen=True)
 class Variant:
     """A model variant: ``None`` keeps the run's own value; ``drop_fields`` removes fields from it;
-    ``visual`` False turns the visual embedding off."""
+    ``visual`` False turns the visual embedding off; ``scored_split`` splits the batch between the
+    variant's tasks by the shares of the pairs the run scored for them (``trainer.config.scored_shares``:
+    a compat task's own share plus the retrieval pairs it also scores), not by their own shares alone."""
 
     name: str
     entity_fields: tuple[str, ...] | None = None
     drop_fields: tuple[str, ...] = ()
     tasks: tuple[str, ...] | None = None
     visual: bool | None = None
+    scored_split: bool = False
 
 
 UNIFIED = Variant("unified")
@@ -112,8 +115,12 @@ TABLE4_VARIANTS = (
 #: step and fell behind by more than the table's differences; README, *Ablations*).
 SINGLE_TASK = {t: Variant(f"only-{t}", tasks=(t,)) for t in ("query-pin", "query-product", "query-query")}
 #: Table 6's query encoder trained only against the legacy embeddings keeps the whole batch too (the
-#: stronger reference: the joint model must match compat alone at its best budget).
-COMPAT_ONLY = Variant("compat-only", tasks=("compat-pin", "compat-product"))
+#: stronger reference: the joint model must match compat alone at its best budget), split between pins
+#: and products as the joint run's compat tasks split what they score. By their own shares alone it
+#: would follow whatever the run's mix gives the shared pairs: the default compat-product share, which
+#: balances pins and products once query-pin's pairs are added, would leave compat alone a third of its
+#: batch for pins (README, *Ablations*, Table 6).
+COMPAT_ONLY = Variant("compat-only", tasks=("compat-pin", "compat-product"), scored_split=True)
 
 
 def variants_for(tables: tuple[int, ...], visual: bool = True) -> list[Variant]:
@@ -131,11 +138,16 @@ def variants_for(tables: tuple[int, ...], visual: bool = True) -> list[Variant]:
     return [v for v in dict.fromkeys(need) if visual or v is not NO_VISUAL]
 
 
-def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig, seed: int = 0) -> TrainConfig:
-    """The run's TrainConfig with the variant's fields/tasks and the ablation budget; ``seed`` (0, 1,
-    ...) is added to the run's training seed."""
-    budget = {k: v for k, v in (("steps", budget_cfg.steps), ("batch_size", budget_cfg.batch_size))
-              if v is not None}
+def variant_config(base: TrainConfig, variant: Variant, budget_cfg: AblationConfig,
+                   run_tasks: tuple[str, ...] = (), seed: int = 0) -> TrainConfig:
+    """The run's TrainConfig with the variant's fields/tasks and the ablation budget; ``run_tasks``
+    (the tasks the run trained) give a ``scored_split`` variant its shares; ``seed`` (0, 1, ...) is
+    added to the run's training seed."""
+    budget: dict[str, Any] = {k: v for k, v in (("steps", budget_cfg.steps), ("batch_size", budget_cfg.batch_size))
+                              if v is not None}
+    if variant.scored_split and variant.tasks and run_tasks:
+        scored = scored_shares(base, run_tasks)
+        budget["task_shares"] = base.task_shares | {t: scored[t] for t in variant.tasks if t in scored}
     fields = base.model.entity_fields if variant.entity_fields is None else variant.entity_fields
     fields = tuple(f for f in fields if f not in variant.drop_fields)
     use_visual = base.model.use_visual if variant.visual is None else variant.visual
@@ -176,7 +188,8 @@ def _pending(ws: Workspace, run: str, variant: Variant, base: TrainConfig, budge
     """(run name, config) when the variant must be trained; None when an export trained with the same
     config exists (and ``retrain`` is off)."""
     name = variant_run(run, variant, seed)
-    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, seed)
+    run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
+    export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks, seed)
     try:
         same = export.manifest.exists() and _as_stored(
             TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)

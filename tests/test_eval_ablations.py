@@ -66,6 +66,15 @@ def test_variant_configs_change_one_thing_and_share_the_budget():
     for variant in (*SINGLE_TASK.values(), COMPAT_ONLY):
         assert variant_config(full, variant, own).batch_size == full.batch_size
         assert variant_config(full, variant, cfg).batch_size == cfg.batch_size
+    # Compat alone splits its batch as the joint run's compat tasks split what they score (own share
+    # plus the shared retrieval pairs: 4 + 8 and 8 + 4), not by its own shares alone (4 : 8).
+    run_tasks = ("query-pin", "query-product", "query-query", "compat-pin", "compat-product")
+    joint = replace(full, compat_shared_pairs=True)
+    alone = variant_config(joint, COMPAT_ONLY, own, run_tasks)
+    assert alone.task_shares["compat-pin"] == alone.task_shares["compat-product"] == 12
+    unshared = variant_config(replace(full, compat_shared_pairs=False), COMPAT_ONLY, own, run_tasks)
+    assert (unshared.task_shares["compat-pin"], unshared.task_shares["compat-product"]) == (4, 8)
+    assert variant_config(joint, SINGLE_TASK["query-pin"], own, run_tasks).task_shares == full.task_shares
     unified = variant_config(base, UNIFIED, cfg)
     assert unified.model == base.model and unified.steps == 40
     # Each variant is trained once even when several tables need it; the reference comes first.

@@ -45,6 +45,7 @@ from omnisearchsage.trainer.loop import (
     TrainingInterrupted,
     checkpoints,
     load_checkpoint,
+    loss_shares,
     model_spec,
     task_prefixes,
     train,
@@ -294,6 +295,11 @@ def test_compat_tasks_also_score_the_retrieval_pairs_of_their_kind(ws: Workspace
         assert (set(zip(got.query_rows[n:], got.pos_rows[n:]))
                 == set(zip(drawn.query_rows[has[drawn.pos_rows]], drawn.pos_rows[has[drawn.pos_rows]])))
     assert np.array_equal(shared["query-pin"].pos_rows, plain["query-pin"].pos_rows)  # retrieval tasks unchanged
+    # The default shares balance the two compat tasks once the shared pairs are added, in the batch and
+    # in the loss, as compat trained alone splits its batch evenly between them (Table 6's reference).
+    assert len(shared["compat-pin"].pos_rows) == len(shared["compat-product"].pos_rows)
+    weights = loss_shares(replace(SMALL, compat_shared_pairs=True), data)
+    assert weights["compat-pin"] == weights["compat-product"] == 12
     off = data.sample(3, 0, 1, compat_shared=False)
     assert np.array_equal(off["compat-pin"].pos_rows, plain["compat-pin"].pos_rows)
 

@@ -12,6 +12,7 @@ and by the export, so every field must survive a JSON round trip (:meth:`TrainCo
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -73,7 +74,7 @@ class TrainConfig:
     #: (README, *Ablations*, Table 6).
     task_shares: dict[str, float] = field(default_factory=lambda: {
         "query-pin": 8, "query-product": 4, "query-query": 4, "compat-pin": 4, "compat-product": 8})
-    #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 235 of them query-pin.
+    #: Pairs per step over all tasks, per process (paper: 10,240 per GPU); 201 of them query-pin.
     batch_size: int = 704
     #: The compat tasks also score the pairs query-pin / query-product draw each step (against the
     #: engaged entity's frozen legacy embedding, where it has one), as the paper's compat tasks score
@@ -247,3 +248,26 @@ class TrainConfig:
         """Inverse of :meth:`to_json`; unknown keys are an error (a config from another version)."""
         return config_from_json(cls, data)
 
+
+def scored_shares(cfg: TrainConfig, tasks: Iterable[str]) -> dict[str, float]:
+    """Each of ``tasks``' share of the pairs a step scores (``cfg.task_shares``; 1 for a task without
+    one): with ``compat_shared_pairs`` a compat task also scores the pairs of the retrieval task with the
+    same candidate kind, so it holds both shares. The loss weighs tasks by it, and Table 6's compat-alone
+    reference splits its batch by it."""
+    tasks = tuple(tasks)
+    shares = {t: float(cfg.task_shares.get(t, 1.0)) for t in tasks}
+    if cfg.compat_shared_pairs:
+        for name in tasks:
+            main = shared_task(name, tasks)
+            if main is not None:
+                shares[name] += shares[main]
+    return shares
+
+
+def shared_task(name: str, tasks: Iterable[str]) -> str | None:
+    """The retrieval task among ``tasks`` whose pairs compat task ``name`` also scores with
+    ``compat_shared_pairs`` (None: not a compat task, or no retrieval task of its kind among them)."""
+    task = TASKS[name]
+    if not task.frozen:
+        return None
+    return next((m for m in tasks if not TASKS[m].frozen and TASKS[m].entity_type == task.entity_type), None)

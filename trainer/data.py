@@ -37,7 +37,7 @@ from omnisearchsage.features.text import has_words_expr, normalize_expr
 from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inputs, query_catalogue
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.text_encoders import encoder_text
-from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.config import TrainConfig, shared_task
 from omnisearchsage.trainer.leave_one_out import leave_one_out
 from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
@@ -302,10 +302,7 @@ class TrainingData:
     def shared_task(self, name: str) -> str | None:
         """The retrieval task whose pairs compat task ``name`` also scores (None: not a compat task, or
         its kind has no retrieval task in this run)."""
-        task = self.tasks[name]
-        if not task.frozen:
-            return None
-        return next((m for m, t in self.tasks.items() if t.candidate == task.candidate and not t.frozen), None)
+        return shared_task(name, self.tasks)
 
     def batch(self, samples: dict[str, TaskSample],
               tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]] | None = None) -> StepBatch:

@@ -60,7 +60,7 @@ from omnisearchsage.model.towers import ModelSpec, TransformerQueryTower, TwoTow
 from omnisearchsage.progress import progress_bar
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.trainer.anchor import resolve_query_encoder
-from omnisearchsage.trainer.config import TrainConfig
+from omnisearchsage.trainer.config import TrainConfig, scored_shares
 from omnisearchsage.trainer.data import StepBatch, TrainingData, encoder_texts, load_training_data
 from omnisearchsage.trainer.field_dropout import presence_patterns, resolve_field_dropout
 from omnisearchsage.trainer.fine_tune import resolve_fine_tuning
@@ -412,14 +412,8 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def loss_shares(cfg: TrainConfig, data: TrainingData) -> dict[str, float]:
     """Each task's weight in the step's loss: its share of the pairs the step scores (so the loss is the
-    mean per scored pair). A compat task that also scores its retrieval task's pairs holds both shares."""
-    shares = {t: float(cfg.task_shares.get(t, 1.0)) for t in data.tasks}
-    if cfg.compat_shared_pairs:
-        for name in data.tasks:
-            main = data.shared_task(name)
-            if main is not None:
-                shares[name] += shares[main]
-    return shares
+    mean per scored pair; :func:`scored_shares`)."""
+    return scored_shares(cfg, data.tasks)
 
 
 def replay_sketches(criterion: MultiTaskLoss, data: TrainingData, steps: int, world: int,
