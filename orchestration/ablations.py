@@ -64,7 +64,7 @@ from omnisearchsage.evaluation.report import fmt
 from omnisearchsage.model.inputs import VISUAL
 from omnisearchsage.orchestration.config import AblationConfig
 from omnisearchsage.trainer.config import TrainConfig, scored_shares
-from omnisearchsage.trainer.data import existed_before
+from omnisearchsage.trainer.data import existed_before, steps_for_epochs
 from omnisearchsage.trainer.export import export_run
 from omnisearchsage.trainer.loop import read_run_config, train
 from omnisearchsage.validate import read_table
@@ -191,11 +191,23 @@ def _pending(ws: Workspace, run: str, variant: Variant, base: TrainConfig, budge
     run_tasks = tuple(read_run_config(ws.run_dir(run))["tasks"])
     export, train_cfg = ws.run(name).export, variant_config(base, variant, budget_cfg, run_tasks, seed)
     try:
-        same = export.manifest.exists() and _as_stored(
-            TrainConfig.from_json(read_run_config(ws.run_dir(name))["config"])) == _as_stored(train_cfg)
+        same = export.manifest.exists() and _same_training(read_run_config(ws.run_dir(name)), train_cfg)
     except OmniError:  # a config of another version (a key since removed): train afresh
         same = False
     return None if same and not budget_cfg.retrain else (name, train_cfg)
+
+
+def _same_training(record: dict[str, Any], wanted: TrainConfig) -> bool:
+    """Whether the run whose ``config.json`` is ``record`` is what training ``wanted`` gives. The trainer
+    stores the steps it ran, and ``max_epochs`` cuts them (and the warmup) when a task cycles through its
+    pairs sooner (the single-task and compat-only variants): a stored run that stopped exactly at that
+    cut, which its task record gives, is the asked-for training when everything else matches."""
+    stored = TrainConfig.from_json(record["config"])
+    if wanted.max_epochs is not None and stored.steps < wanted.steps:
+        cut = steps_for_epochs([(t["pairs"], t["batch_size"]) for t in record["tasks"].values()], wanted.max_epochs)
+        if stored.steps == cut:
+            stored = replace(stored, steps=wanted.steps, warmup_steps=wanted.warmup_steps)
+    return _as_stored(stored) == _as_stored(wanted)
 
 
 def _train_and_export(root: str, cfg: TrainConfig, name: str) -> None:

@@ -258,16 +258,24 @@ def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_chang
     monkeypatch.setattr(ablations, "train", lambda ws, cfg, name, overwrite: trained.append(name))
     monkeypatch.setattr(ablations, "export_run", lambda ws, name: None)
     monkeypatch.setattr(ablations.EmbeddingModel, "from_export", staticmethod(lambda root: root))
-    run_tasks = ["query-pin", "compat-pin"]
-    for name, variant in (("r", UNIFIED), ("r--abl-no-captions", NO_CAPTIONS)):
-        stored = json.loads(json.dumps(variant_config(base, variant, AblationConfig()).to_json()))
+    run_tasks = {"query-pin": {"pairs": 10**6, "batch_size": 352}, "compat-pin": {"pairs": 10**6, "batch_size": 352}}
+    # compat-only's run stopped where max_epochs cut it: 4 epochs of 100 pairs at 352 a step = 2 steps.
+    cut = {"compat-pin": {"pairs": 100, "batch_size": 352}}
+    for name, variant, tasks in (("r", UNIFIED, run_tasks), ("r--abl-no-captions", NO_CAPTIONS, run_tasks),
+                                 ("r--abl-compat-only", COMPAT_ONLY, cut)):
+        cfg = variant_config(base, variant, AblationConfig(), tuple(run_tasks))
+        if tasks is cut:
+            cfg = replace(cfg, steps=2, warmup_steps=1)  # as the trainer's limit_steps stores it
+        stored = json.loads(json.dumps(cfg.to_json()))
         del stored["fine_tune_hard_negatives"]  # written before the option existed (its default: what it did)
         run = ws.run_dir(name)
         run.mkdir(parents=True)
-        (run / CONFIG).write_text(json.dumps({"config": stored, "tasks": run_tasks}), encoding="utf-8")
+        (run / CONFIG).write_text(json.dumps({"config": stored, "tasks": tasks}), encoding="utf-8")
         ws.run(name).export.root.mkdir(parents=True)
         ws.run(name).export.manifest.write_text("{}", encoding="utf-8")
     ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig())
+    # A run max_epochs stopped early is the training asked for, not a stale one retrained at every eval.
+    ablations.train_variant(ws, "r", COMPAT_ONLY, base, AblationConfig())
     assert trained == []
     ablations.train_variant(ws, "r", NO_CAPTIONS, base, AblationConfig(retrain=True))
     assert trained == ["r--abl-no-captions"]

@@ -209,6 +209,12 @@ class TaskSample:
     pos_bags: np.ndarray | None = None
 
 
+def steps_for_epochs(tasks: Sequence[tuple[int, int]], epochs: float) -> int:
+    """Steps after which every task, given as (pairs, pairs per step), has walked its pairs ``epochs``
+    times: what ``max_epochs`` cuts a run to (``runs/NAME/config.json`` records both numbers per task)."""
+    return max(math.ceil(epochs * pairs / batch) for pairs, batch in tasks)
+
+
 @dataclass
 class TrainingData:
     """Everything the loop samples from: catalogues, tasks, the id space, the dense layout."""
@@ -246,7 +252,7 @@ class TrainingData:
 
     def steps_for_epochs(self, epochs: float) -> int:
         """Steps after which every task has walked its pairs ``epochs`` times (per process)."""
-        return max(math.ceil(epochs * t.pairs / t.batch_size) for t in self.tasks.values())
+        return steps_for_epochs([(t.pairs, t.batch_size) for t in self.tasks.values()], epochs)
 
     def lexical_idf(self, fields: Sequence[str], offset: float = 0.0) -> torch.Tensor:
         """Inverse document frequency ``log((N + 1) / (df + 1)) + offset`` of every token id over the pin
