@@ -13,10 +13,10 @@ Table 3    pins with no title and no description: without captions → with capt
            → with captions + visual embeddings
 Table 4    continuous features only → + title, description, captions → + board
            titles → + engaged queries → + visual embeddings
-Table 5    one single-task model per task (with its task's pairs per step in the unified
-           model) vs the unified model
+Table 5    one single-task model per task (with the run's whole batch) vs the unified model
 Table 6    compatibility (the query's compat output vs frozen legacy embeddings): trained
            jointly with the unified model vs a query encoder trained only on the compat tasks
+           (the whole batch, split between pins and products as the joint run scores them)
 =========  =========================================================================
 
 With ``created_at`` on the pins, each Table 4 step is also taken on new pins (created after the
