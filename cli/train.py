@@ -75,11 +75,17 @@ def train_cmd(
              "that has neither title, description nor engaged queries; 'auto' field dropout then covers only "
              "what is left of each field's skew.")]
     = _M.presence_dropout,
-    leave_one_out: Annotated[bool, typer.Option(
-        "--leave-one-out/--no-leave-one-out",
-        help="A training positive reads its engaged queries without the pair's own query unless that query "
-             "engaged it more than once before the cutoff, as a future pair would see them.")]
-    = _D.engaged_queries_leave_one_out,
+    engaged_queries_as_of: Annotated[str, typer.Option(
+        help="What a training pair's entities read for their engaged queries: 'leave_one_out', the positive "
+             "reads those of the cutoff without the pair's own query unless it engaged the entity twice; 'pair', "
+             "positive and negatives read them as they were when the pair happened (point-in-time, on "
+             "--engaged-queries-snapshots days); 'cutoff', the features table's (leaky: every positive finds its "
+             "own query there).")]
+    = _D.engaged_queries_as_of,
+    engaged_queries_snapshots: Annotated[int, typer.Option(
+        help="With --engaged-queries-as-of pair: the days entities are read as of (quantiles of the days the "
+             "training pairs happened).")]
+    = _D.engaged_queries_snapshots,
     max_epochs: Annotated[float, typer.Option(
         help="Stop once the slowest task has seen its pairs this many times (0: run every step).")]
     = _D.max_epochs or 0.0,
@@ -142,7 +148,8 @@ def train_cmd(
                   fine_tune_hard_negatives=fine_tune_hard_negatives, compat_shared_pairs=compat_head,
                   fine_tune_batch_size=fine_tune_batch_size,
                   anchor_lr_scale=anchor_lr_scale, hard=replace(_D.hard, per_pair=hard_negatives),
-                  engaged_queries_leave_one_out=leave_one_out)
+                  engaged_queries_as_of=engaged_queries_as_of,
+                  engaged_queries_snapshots=engaged_queries_snapshots)
     run = train(workspace(workspace_dir), cfg, name, resume=resume, overwrite=overwrite)
     summary = read_summary(run)
     table = Table(title=f"run {name}: {summary['steps']} steps, {summary['pairs_per_s']:,.0f} pairs/s, "

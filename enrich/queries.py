@@ -13,8 +13,10 @@ the top 20 is what makes the merge exact and lets the window slide).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,10 @@ from omnisearchsage.validate import validate_workspace
 
 log = logging.getLogger(__name__)
 
-#: Parquet key-value metadata of the counts table: the half-open day range it covers.
-META_START, META_CUTOFF = "window_start", "cutoff"
+#: Parquet key-value metadata of the counts table: the half-open day range it covers, and the ranking
+#: (top_k, action weights) the engaged queries were ranked by, so that a later reader of the counts
+#: (:func:`engaged_queries_on`) ranks them exactly as this stage did.
+META_START, META_CUTOFF, META_RANKING = "window_start", "cutoff", "ranking"
 
 #: Raw events the run must read: in the window and not covered by previous counts
 #: ([$prev_start, $prev_cutoff) is empty on a full run).
@@ -75,27 +79,44 @@ FROM read_parquet($previous)
 WHERE day >= $start_day AND day < $cutoff_day AND day >= $prev_start_day AND day < $prev_cutoff_day
 """
 
-#: Top $k queries per entity from the counts (temp table). {sums} is one integer column per
-#: weighted action plus one for all other actions; {score} adds weight * count in a fixed
-#: order, so the float score (and its ties) never depend on the engine's summation order.
-#: Ties on score go to the lexicographically smaller query.
+#: Top $k queries per key from a counts table: {by} is the key (an entity, or an entity as of a day), {counts}
+#: the table. {sums} is one integer column per weighted action plus one for all other actions; {score}
+#: adds weight * count in a fixed order, so the float score (and its ties) never depend on the engine's
+#: summation order. Ties on score go to the lexicographically smaller query.
 TOP_QUERIES_SQL = """
 WITH per_query AS (
-    SELECT entity_type, entity_id, query, {sums}
-    FROM counts
-    GROUP BY entity_type, entity_id, query
+    SELECT {by}, query, {sums}
+    FROM {counts}
+    GROUP BY {by}, query
 ),
 ranked AS (
-    SELECT entity_type, entity_id, query, score,
-        row_number() OVER (PARTITION BY entity_type, entity_id ORDER BY score DESC, query ASC) AS rank
-    FROM (SELECT entity_type, entity_id, query, {score} AS score FROM per_query)
+    SELECT {by}, query, score,
+        row_number() OVER (PARTITION BY {by} ORDER BY score DESC, query ASC) AS rank
+    FROM (SELECT {by}, query, {score} AS score FROM per_query)
     WHERE score > 0
 )
-SELECT entity_type, entity_id, list(query ORDER BY rank) AS queries, list(score ORDER BY rank) AS scores
+SELECT {by}, list(query ORDER BY rank) AS queries, list(score ORDER BY rank) AS scores
 FROM ranked
 WHERE rank <= $k
-GROUP BY entity_type, entity_id
-ORDER BY entity_type, entity_id
+GROUP BY {by}
+ORDER BY {by}
+"""
+
+#: Each (entity, query) of the registered ``pairs`` with the day of its first engagement in the counts
+#: table (pairs the counts do not hold are left out).
+FIRST_DAYS_SQL = """
+SELECT p.entity_id, p.query, min(c.day) AS day
+FROM pairs p JOIN read_parquet($counts) c
+  ON c.entity_type = $kind AND c.entity_id = p.entity_id AND c.query = p.query
+GROUP BY ALL
+ORDER BY p.entity_id, p.query
+"""
+#: The counts of every entity of ``$kind`` before each of the registered ``days``: what its engaged queries
+#: were ranked from on that morning.
+COUNTS_BEFORE_SQL = """
+CREATE TEMP TABLE counts_before AS
+SELECT c.entity_type, c.entity_id, d.as_of, c.query, c.action, c.n
+FROM days d JOIN read_parquet($counts) c ON c.entity_type = $kind AND c.day < d.as_of
 """
 
 
@@ -124,8 +145,10 @@ def score_terms(cfg: QueriesConfig) -> list[tuple[str | None, float]]:
     return [*sorted(cfg.action_weights.items()), (None, cfg.unknown_action_weight)]
 
 
-def top_queries_sql(cfg: QueriesConfig) -> tuple[str, dict[str, Any]]:
-    """:data:`TOP_QUERIES_SQL` for ``cfg``'s weights, with its parameters (bar ``$k``)."""
+def top_queries_sql(cfg: QueriesConfig, by: str = "entity_type, entity_id",
+                    counts: str = "counts") -> tuple[str, dict[str, Any]]:
+    """:data:`TOP_QUERIES_SQL` for ``cfg``'s weights, ranking per ``by`` over table ``counts``, with its
+    parameters (bar ``$k``)."""
     terms = score_terms(cfg)
     params: dict[str, Any] = {}
     sums, score = [], []
@@ -139,7 +162,42 @@ def top_queries_sql(cfg: QueriesConfig) -> tuple[str, dict[str, Any]]:
         params[f"w{i}"] = weight
         sums.append(f"coalesce(sum(n) FILTER (WHERE {cond}), 0) AS c{i}")
         score.append(f"CAST(c{i} AS DOUBLE) * $w{i}")
-    return TOP_QUERIES_SQL.format(sums=", ".join(sums), score=" + ".join(score)), params
+    return TOP_QUERIES_SQL.format(by=by, counts=counts, sums=", ".join(sums), score=" + ".join(score)), params
+
+
+def counts_metadata(cfg: QueriesConfig, start: date, cutoff: date) -> dict[str, str]:
+    """The counts table's key-value metadata: its day range and ``cfg``'s ranking."""
+    ranking = {"top_k": cfg.top_k, "action_weights": cfg.action_weights,
+               "unknown_action_weight": cfg.unknown_action_weight}
+    return {META_START: start.isoformat(), META_CUTOFF: cutoff.isoformat(),
+            META_RANKING: json.dumps(ranking, sort_keys=True)}
+
+
+def first_engaged(ws: Workspace, kind: str, pairs: pl.DataFrame) -> pl.DataFrame:
+    """The day each distinct ``(entity_id, query)`` of ``pairs`` (pins or products, as ``kind`` says) first
+    engaged in the counts table, as ``day``; pairs the table does not hold are left out."""
+    path = ws.path(ENGAGED_QUERY_COUNTS)
+    cfg = QueriesConfig()
+    with connect(ws.enrich, cfg.memory_limit, cfg.threads) as con:
+        con.register("pairs", pairs.select("entity_id", "query").unique().to_arrow())
+        return con.sql(FIRST_DAYS_SQL, params={"counts": str(path), "kind": kind}).pl()
+
+
+def engaged_queries_on(ws: Workspace, kind: str, days: Sequence[date]) -> pl.DataFrame:
+    """Every ``kind`` entity's engaged queries on the morning of each of ``days``, as this stage would
+    have ranked them then from the counts of every earlier day: ``entity_id``, ``day``, ``queries``, for
+    the (entity, day) with at least one. The ranking is the one recorded in the counts table
+    (:func:`counts_metadata`; a table written before it was recorded ranks by the defaults)."""
+    path, cfg = ws.path(ENGAGED_QUERY_COUNTS), QueriesConfig()
+    with connect(ws.enrich, cfg.memory_limit, cfg.threads) as con:
+        meta = read_metadata(con, path)
+        if META_RANKING in meta:
+            cfg = QueriesConfig(**json.loads(meta[META_RANKING]))
+        con.register("days", pl.DataFrame({"as_of": list(days)}, schema={"as_of": pl.Date}).to_arrow())
+        con.execute(COUNTS_BEFORE_SQL, {"counts": str(path), "kind": kind})
+        sql, params = top_queries_sql(cfg, "entity_type, entity_id, as_of", "counts_before")
+        return con.sql(f"SELECT entity_id, as_of AS day, queries FROM ({sql})",
+                       params={"k": cfg.top_k, **params}).pl()
 
 
 def resolve_previous(path: Path) -> Path:
@@ -238,7 +296,7 @@ def build_engaged_queries(
             con,
             "SELECT * FROM counts",
             counts_path,
-            metadata={META_START: start.isoformat(), META_CUTOFF: cutoff.isoformat()},
+            metadata=counts_metadata(cfg, start, cutoff),
         )
         sql, top_params = top_queries_sql(cfg)
         copy_to_parquet(con, sql, out, {"k": cfg.top_k, **top_params})

@@ -115,7 +115,7 @@ def build_engaged_queries_spark(
     run_sql(spark, queries.QUERY_MAP_SQL, params)
     counts = run_sql(spark, " UNION ALL ".join(f"({s})" for s in sources), params)
     write_single_parquet(
-        counts, counts_path, metadata={queries.META_START: start.isoformat(), queries.META_CUTOFF: cutoff.isoformat()}
+        counts, counts_path, metadata=queries.counts_metadata(cfg, start, cutoff)
     )
     spark.read.parquet(str(counts_path)).createOrReplaceTempView("counts")
     sql, top_params = queries.top_queries_sql(cfg)

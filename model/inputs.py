@@ -26,7 +26,7 @@ class TokenBags:
     """Token-id bags of one table: bag ``field * rows + row`` is ``values[bounds[b]:bounds[b + 1]]``.
 
     Bags past the table's own ``fields * rows`` are extra bags (:meth:`with_extra`), read only where a
-    :meth:`gather` override names them (the trainer's leave-one-out engaged queries)."""
+    :meth:`gather` override names them (the trainer's engaged queries as of a pair)."""
 
     values: np.ndarray  # int32 [total ids]
     bounds: np.ndarray  # int64 [fields * rows + extra bags + 1]

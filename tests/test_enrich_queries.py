@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from omnisearchsage.contract import (
     Workspace,
 )
 from omnisearchsage.enrich.config import QueriesConfig
-from omnisearchsage.enrich.queries import build_engaged_queries
+from omnisearchsage.enrich.queries import build_engaged_queries, engaged_queries_on
 from omnisearchsage.errors import OmniError
 from omnisearchsage.features.text import normalize
 from omnisearchsage.split import TimeSplit
@@ -215,6 +216,33 @@ def test_tiny_world_default_cutoff_matches_reference(tiny_ws_copy: Workspace) ->
     assert pl.read_parquet(ws.path(ENGAGED_QUERY_COUNTS))["day"].max() < split.cutoff.date()
     pins = pl.read_parquet(ws.path(PINS))["pin_id"]
     assert stats["coverage"]["pin"] == sum(("pin", p) in expected for p in pins) / len(pins)
+
+
+@pytest.mark.parametrize("kind", ["pin", "product"])
+def test_engaged_queries_on_a_day_are_what_the_stage_would_have_written_that_morning(tiny_ws_copy: Workspace,
+                                                                                      kind: str) -> None:
+    """The point-in-time lists the trainer reads (``--engaged-queries-as-of pair``) rank the counts of the days
+    before each day by the ranking the stage recorded, not by today's defaults: on the cutoff they are the
+    stage's own table, and on an earlier day the reference run with that day as its cutoff (the window's
+    start stays the stage's)."""
+    ws = tiny_ws_copy
+    cfg = QueriesConfig(top_k=4, action_weights={"save": 2.0, "click": 1.0}, unknown_action_weight=0.5)
+    cutoff = date.fromisoformat(build_engaged_queries(ws, cfg)["cutoff"])
+    start = cutoff - timedelta(days=cfg.window_days)
+    events = [e for e in pl.read_parquet(ws.path(ENGAGEMENTS)).select("ts", "query", "entity_type", "entity_id",
+                                                                       "action").rows()
+              if e[0] >= datetime(start.year, start.month, start.day)]
+    days = [cutoff - timedelta(days=200), cutoff - timedelta(days=45), cutoff]
+    got = engaged_queries_on(ws, kind, days)
+    assert got.columns == ["entity_id", "day", "queries"]
+    for day in days:
+        expected = {i: [q for q, _ in top] for (t, i), top in
+                    reference_engaged_queries(events, replace(cfg, cutoff=day, window_days=10_000)).items() if t == kind}
+        on_day = {i: q for i, d, q in got.iter_rows() if d == day}
+        assert on_day == expected and 0 < len(expected)
+    assert {i: q for i, d, q in got.iter_rows() if d == cutoff} == {
+        i: [q for q, _ in top] for (t, i), top in read_top(ws).items() if t == kind}
+    assert len({i for i, d, _ in got.iter_rows() if d == days[0]}) < len(expected)  # fewer engaged then
 
 
 def test_cli_queries_full_then_incremental_in_place(tmp_path: Path) -> None:

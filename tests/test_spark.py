@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -91,6 +92,9 @@ def test_enrichment_identical_across_engines_incremental_included(spark, tiny_ws
     assert merged_spark["incremental"] and _without_time(merged_spark) == _without_time(merged_duck)
     for table in (ENGAGED_QUERY_COUNTS, ENGAGED_QUERIES):
         _same_table(on_spark, on_duck, table)
+    # Both engines record the ranking beside the window (a point-in-time reader ranks as they did).
+    meta = [pq.read_metadata(w.path(ENGAGED_QUERY_COUNTS)).metadata for w in (on_spark, on_duck)]
+    assert meta[0][b"ranking"] == meta[1][b"ranking"] and json.loads(meta[0][b"ranking"])["top_k"] == 5
     # The merge took the new month from the raw log: the window moved.
     days = pl.read_parquet(on_spark.path(ENGAGED_QUERY_COUNTS)).get_column("day")
     assert days.max() >= cutoff - timedelta(days=30) > days.min()

@@ -20,6 +20,9 @@ from omnisearchsage.contract import TASKS
 from omnisearchsage.errors import OmniError
 from omnisearchsage.model.config import ENTITY_FIELDS, ModelConfig, config_from_json
 
+#: ``TrainConfig.engaged_queries_as_of`` values (``positive_queries.py``).
+AS_OF_VIEWS = ("pair", "leave_one_out", "cutoff")
+
 
 @dataclass
 class LossConfig:
@@ -83,7 +86,7 @@ class TrainConfig:
     compat_shared_pairs: bool | None = None
     #: What a stored config lacking a key was trained with, where today's default differs (see
     #: ``ModelConfig.LEGACY``): runs from before the shared compat pairs did without them.
-    LEGACY: ClassVar[dict[str, Any]] = {"compat_shared_pairs": False}
+    LEGACY: ClassVar[dict[str, Any]] = {"compat_shared_pairs": False, "engaged_queries_as_of": "cutoff"}
     #: Steps (paper: 150k). On the small world query->pin Recall@10 levels off after about 1.3 epochs of
     #: its pairs, well before the last step.
     steps: int = 600
@@ -150,11 +153,18 @@ class TrainConfig:
     pin_actions: tuple[str, ...] = ("save", "long_click")
     product_actions: tuple[str, ...] = ("click", "add_to_cart", "checkout")
     query_actions: tuple[str, ...] = ("click",)
-    #: A training positive reads its engaged queries without the pair's own query unless that query
-    #: engaged the entity more than once before the cutoff (``leave_one_out.py``): otherwise every positive
-    #: finds its query there, no future pair does unless it repeats one, and the towers learn to bury
-    #: entities without engaged queries (README, *Evaluate*).
-    engaged_queries_leave_one_out: bool = True
+    #: What a training pair's entities read for their engaged queries (``positive_queries.py``):
+    #: "leave_one_out", the positive reads those of the cutoff without the pair's own query unless it
+    #: engaged the entity twice; "pair", positive and negatives read them as they were when the pair
+    #: happened (point-in-time; on the sample world it lifted new pins less than leave-one-out and
+    #: settled ones less too, README, *Evaluate*, so it is not the default); "cutoff", the features
+    #: table's (leaky: every positive finds its own query there, no future pair does, and the towers
+    #: learn to bury entities without engaged queries).
+    engaged_queries_as_of: str = "leave_one_out"
+    #: "pair": the days entities are read as of, quantiles of the days the training pairs happened (each
+    #: pair reads the last one on or before its own day): more days are closer to each pair's own, and
+    #: each costs a copy of the engaged-queries lists that changed since the one before.
+    engaged_queries_snapshots: int = 16
     #: At most this many distinct queries per entity, the most engaged first (paper: 50 / 200).
     max_pairs_per_pin: int = 50
     max_pairs_per_product: int = 200
@@ -175,6 +185,10 @@ class TrainConfig:
         unknown = [t for t in self.tasks if t != "all" and t not in TASKS]
         if unknown:
             raise OmniError(f"unknown task(s) {', '.join(unknown)}; choose from all, {', '.join(TASKS)}")
+        if self.engaged_queries_as_of not in AS_OF_VIEWS:
+            raise OmniError(f"engaged_queries_as_of {self.engaged_queries_as_of!r}: choose from {', '.join(AS_OF_VIEWS)}")
+        if self.engaged_queries_snapshots < 1:
+            raise OmniError(f"engaged_queries_snapshots {self.engaged_queries_snapshots}: must be >= 1")
         bad_fields = [f for f in (*self.model.entity_fields, *self.model.lexical_fields) if f not in ENTITY_FIELDS]
         if bad_fields:
             raise OmniError(f"entity fields {bad_fields}: choose from {', '.join(ENTITY_FIELDS)}")
@@ -245,7 +259,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_json`; unknown keys are an error (a config from another version)."""
+        """Inverse of :meth:`to_json`; unknown keys are an error (a config from another version). A run
+        from before ``engaged_queries_as_of`` recorded the bool it replaced: True is leave_one_out."""
+        if "engaged_queries_leave_one_out" in data:
+            data = dict(data)
+            data["engaged_queries_as_of"] = "leave_one_out" if data.pop("engaged_queries_leave_one_out") else "cutoff"
         return config_from_json(cls, data)
 
 

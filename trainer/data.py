@@ -38,7 +38,7 @@ from omnisearchsage.model.inputs import VISUAL, Catalogue, TokenBags, entity_inp
 from omnisearchsage.split import TimeSplit
 from omnisearchsage.text_encoders import encoder_text
 from omnisearchsage.trainer.config import TrainConfig, shared_task
-from omnisearchsage.trainer.leave_one_out import leave_one_out
+from omnisearchsage.trainer.positive_queries import positive_queries
 from omnisearchsage.trainer.visual import load_visual, visual_model
 from omnisearchsage.validate import read_table
 
@@ -188,8 +188,11 @@ class TaskPairs:
     negative_pool: np.ndarray
     batch_size: int = 0
     #: int64 [pairs]: the bag each pair's positive reads for its engaged queries, an extra bag of the
-    #: catalogue's (``leave_one_out.py``; -1: the entity's own); None: the run reads the field as it is.
+    #: catalogue's (``positive_queries.py``; -1: the entity's own); None: the run reads the field as it is.
     positive_bags: np.ndarray | None = None
+    #: int64 [pairs]: the snapshot day each pair is read as of (``TrainingData.snapshots``); None: the
+    #: negatives read the field as it is.
+    as_of: np.ndarray | None = None
 
     @property
     def pairs(self) -> int:
@@ -205,8 +208,9 @@ class TaskSample:
     neg_rows: np.ndarray
     #: int64 [pairs, k] mined hard negatives (-1: none), or None when the task has none.
     hard_rows: np.ndarray | None = None
-    #: int64 [pairs]: the positives' engaged-queries bags (``TaskPairs.positive_bags``), or None.
-    pos_bags: np.ndarray | None = None
+    #: int64 [positives + negatives + hard negatives], in that order: the engaged-queries bag each
+    #: candidate row reads (-1: its own; ``positive_queries.py``), or None: every row reads its own.
+    cand_bags: np.ndarray | None = None
 
 
 def steps_for_epochs(tasks: Sequence[tuple[int, int]], epochs: float) -> int:
@@ -236,9 +240,12 @@ class TrainingData:
     #: Per task, the mined hard negatives of every pair, int64 [pairs, k] (-1: none); refreshed by the
     #: loop from the model (``hard_negatives.mine``), so unlike the rest of a step they depend on it.
     hard_rows: dict[str, np.ndarray] = field(default_factory=dict)
-    #: Index in ``fields`` of the engaged queries the positives read left-one-out (``leave_one_out.py``);
-    #: None: off.
-    left_out_field: int | None = None
+    #: Index in ``fields`` of the engaged queries the positives read as of their pair
+    #: (``positive_queries.py``); None: they read the features table's.
+    as_of_field: int | None = None
+    #: Per entity kind, int64 [snapshot days, rows]: the engaged-queries bag each entity reads on each
+    #: snapshot day (-1: its own); the negatives of a pair read them as of its day. Empty: not used.
+    snapshots: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         return {name: t.pairs for name, t in self.tasks.items()}
@@ -285,9 +292,9 @@ class TrainingData:
             rng = np.random.default_rng((self.seed, i, step, rank, 1))
             neg = task.negative_pool[rng.integers(0, len(task.negative_pool), task.batch_size * self.num_negatives)]
             hard = self.hard_rows.get(task.name)
-            out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg,
-                                        None if hard is None else hard[idx],
-                                        None if task.positive_bags is None else task.positive_bags[idx])
+            hard = None if hard is None else hard[idx]
+            out[task.name] = TaskSample(task.query_rows[idx], task.cand_rows[idx], neg, hard,
+                                        self._cand_bags(task, idx, neg, hard, (self.seed, i, step, rank, 2)))
         if not compat_shared:
             return out
         own_samples = dict(out)
@@ -304,6 +311,25 @@ class TrainingData:
             out[name] = TaskSample(np.concatenate([own.query_rows, query_rows]),
                                    np.concatenate([own.pos_rows, pos_rows]), own.neg_rows)
         return out
+
+    def _cand_bags(self, task: TaskPairs, idx: np.ndarray, neg: np.ndarray, hard: np.ndarray | None,
+                   seed: tuple[int, ...]) -> np.ndarray | None:
+        """:attr:`TaskSample.cand_bags` of the pairs ``idx``: positives read ``positive_bags``; with
+        snapshots, each random negative reads its entity as of one of these pairs, drawn at random, and
+        a pair's hard negatives as of the pair (a missing one is the pair's positive)."""
+        if task.positive_bags is None:
+            return None
+        pos = task.positive_bags[idx]
+        snaps = self.snapshots.get(task.candidate)
+        if task.as_of is None or snaps is None:
+            rest = len(neg) + (0 if hard is None else hard.size)
+            return np.concatenate([pos, np.full(rest, -1, dtype=np.int64)])
+        when = task.as_of[idx]
+        parts = [pos, snaps[when[np.random.default_rng(seed).integers(0, len(idx), len(neg))], neg]]
+        if hard is not None:
+            parts.append(np.where(hard >= 0, snaps[np.repeat(when[:, None], hard.shape[1], 1), np.maximum(hard, 0)],
+                                  pos[:, None]).ravel())
+        return np.concatenate(parts)
 
     def shared_task(self, name: str) -> str | None:
         """The retrieval task whose pairs compat task ``name`` also scores (None: not a compat task, or
@@ -341,7 +367,7 @@ class TrainingData:
                 source, start, q_cand = "query", q_cand, q_cand + len(cands)
             else:
                 entities.append((task.candidate, cands))
-                overrides.append(self._positive_override(s, len(cands)))
+                overrides.append(self._override(s, len(cands)))
                 source, start, e0 = "entity", e0, e0 + len(cands)
             layout[name] = TaskRows(source, slice(q0, q0 + b), slice(start, start + b),
                                     slice(start + b, start + b + n_neg), torch.from_numpy(s.query_rows),
@@ -376,13 +402,13 @@ class TrainingData:
         kinds = np.concatenate([np.full(len(rows), ENTITY_KINDS.index(kind), np.int64) for kind, rows in parts])
         return entity_inputs(self.catalogues, self.dense_layout, parts, overrides) | {"kinds": torch.from_numpy(kinds)}
 
-    def _positive_override(self, sample: TaskSample, rows: int) -> np.ndarray | None:
-        """The bag override of one task's candidate rows: the positives (the first rows) read their
-        left-out engaged queries; None when no positive of the sample has any."""
-        if self.left_out_field is None or sample.pos_bags is None or not (sample.pos_bags >= 0).any():
+    def _override(self, sample: TaskSample, rows: int) -> np.ndarray | None:
+        """The bag override of one task's ``rows`` candidate rows: each reads its engaged queries as
+        ``sample.cand_bags`` says; None when every row reads its own."""
+        if self.as_of_field is None or sample.cand_bags is None or not (sample.cand_bags >= 0).any():
             return None
         override = np.full((rows, len(self.fields)), -1, dtype=np.int64)
-        override[: len(sample.pos_bags), self.left_out_field] = sample.pos_bags
+        override[:, self.as_of_field] = sample.cand_bags
         return override
 
 
@@ -519,11 +545,11 @@ def load_training_data(ws: Workspace, cfg: TrainConfig, featurizer: Featurizer) 
     if not fields and not layout:
         raise OmniError("entity_fields is empty and there is no legacy or visual embedding to read (off, or "
                         "not in the workspace): the entity tower would read nothing")
-    left_out = leave_one_out(ws, featurizer, catalogues, [t for t in tasks.values() if not t.frozen
-                                                          and t.candidate in entities], fields) \
-        if cfg.engaged_queries_leave_one_out else None
+    as_of, snapshots = positive_queries(ws, featurizer, catalogues,
+                                        [t for t in tasks.values() if not t.frozen and t.candidate in entities],
+                                        fields, cfg.engaged_queries_as_of, cfg.engaged_queries_snapshots)
     return TrainingData(catalogues, tasks, featurizer.num_ids, fields, layout, cfg.seed, cfg.loss.num_negatives,
-                        visual_model=images if VISUAL in layout else None, left_out_field=left_out)
+                        visual_model=images if VISUAL in layout else None, as_of_field=as_of, snapshots=snapshots)
 
 
 def _build_task(name: str, kind: str, frozen: bool, pairs: pl.DataFrame | None,

@@ -60,13 +60,13 @@ def presence_patterns(data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]
 
 def _positives_empty(data: TrainingData, kind: str, tasks: list[TaskPairs], empty: np.ndarray) -> np.ndarray:
     """bool [fields, positives]: which fields the training positives of ``tasks`` read empty, their
-    leave-one-out engaged queries included (a pin whose only engaged query is the pair's own reads none)."""
+    engaged queries as of the pair included (a pin's first pairs read none)."""
     out = empty[:, np.concatenate([t.cand_rows for t in tasks])]
-    if data.left_out_field is not None and all(t.positive_bags is not None for t in tasks):
+    if data.as_of_field is not None and all(t.positive_bags is not None for t in tasks):
         bags = np.concatenate([t.positive_bags for t in tasks])
         chosen = bags >= 0
         sizes = np.diff(data.catalogues[kind].bags.bounds)  # every bag, the extra ones included
-        out[data.left_out_field, chosen] = sizes[bags[chosen]] == 0
+        out[data.as_of_field, chosen] = sizes[bags[chosen]] == 0
     return out
 
 
@@ -75,7 +75,7 @@ def field_skew(data: TrainingData, presence_dropout: float = 0.0) -> dict[str, f
     positives without it (after ``presence_dropout``, see the module doc), taken per entity kind (pins
     and products differ in which fields they have and in their share of the pairs) and averaged over
     the kinds by their share of the positives, the rows the dropout acts on; positives counted once per
-    training pair, as the batches show them (leave-one-out engaged queries included)."""
+    training pair, as the batches show them (engaged queries as of the pair included)."""
     skew, weight = np.zeros(len(data.fields)), 0
     for kind in ENTITY_KINDS:
         cat = data.catalogues.get(kind)
