@@ -26,7 +26,7 @@ from omnisearchsage.features.featurizer import Featurizer
 from omnisearchsage.features.text import normalize_expr
 from omnisearchsage.model.inputs import TokenBags
 from omnisearchsage.trainer.config import TrainConfig
-from omnisearchsage.trainer.data import TrainingData, load_training_data
+from omnisearchsage.trainer.data import TaskPairs, TrainingData, load_training_data
 from omnisearchsage.trainer.field_dropout import field_skew
 from omnisearchsage.trainer.loop import read_run_config
 from omnisearchsage.trainer.positive_queries import snapshot_days
@@ -91,6 +91,17 @@ def _as_of_oracle(ws: Workspace, kind: str) -> tuple[dict, dict]:
     return first, top
 
 
+def _loaded(enriched: tuple[Workspace, Featurizer], cfg: TrainConfig,
+            task: str) -> tuple[TrainingData, TrainingData, TaskPairs]:
+    """The training data under ``cfg``, the same as of the cutoff, and ``cfg``'s task ``task``, whose
+    positives must read a rewritten field."""
+    ws, featurizer = enriched
+    data = load_training_data(ws, cfg, featurizer)
+    t = data.tasks[task]
+    assert data.as_of_field is not None and t.positive_bags is not None
+    return data, load_training_data(ws, OFF, featurizer), t
+
+
 def _encode(featurizer: Featurizer, queries: list[str]) -> list[int]:
     return featurizer.encode_field(pl.Series([queries], dtype=pl.List(pl.Utf8))).to_list()[0]
 
@@ -110,10 +121,9 @@ def test_snapshot_days_are_quantiles_of_the_pairs_days_from_the_earliest():
 @pytest.mark.parametrize("kind,task", [("pin", "query-pin"), ("product", "query-product")])
 def test_a_pair_reads_its_entity_as_of_the_last_snapshot_on_or_before_its_first_day(enriched, kind, task):
     ws, featurizer = enriched
-    data = load_training_data(ws, PAIR, featurizer)
-    off = load_training_data(ws, OFF, featurizer)
-    field, t = data.as_of_field, data.tasks[task]
-    assert field is not None and t.positive_bags is not None and t.as_of is not None
+    data, off, t = _loaded(enriched, PAIR, task)
+    field = data.as_of_field
+    assert t.as_of is not None
     first, top = _as_of_oracle(ws, kind)
     cat, queries, bags = data.catalogues[kind], data.catalogues["query"].keys, data.catalogues[kind].bags
     keys = [(cat.keys[int(c)], queries[int(q)]) for q, c in zip(t.query_rows, t.cand_rows)]
@@ -168,10 +178,9 @@ def test_negatives_read_their_entity_as_of_one_of_the_steps_pairs(enriched):
 @pytest.mark.parametrize("kind,task", [("pin", "query-pin"), ("product", "query-product")])
 def test_leave_one_out_loses_the_query_only_when_it_was_that_querys_single_engagement(enriched, kind, task):
     ws, featurizer = enriched
-    data = load_training_data(ws, LOO, featurizer)
-    off = load_training_data(ws, OFF, featurizer)
-    field, t = data.as_of_field, data.tasks[task]
-    assert field is not None and t.positive_bags is not None
+    data, off, t = _loaded(enriched, LOO, task)
+    field = data.as_of_field
+    assert t.as_of is None
     lists = {e: q for e, q in read_table(ws, ENGAGED_QUERIES).filter(pl.col("entity_type") == kind)
              .select("entity_id", "queries").collect().iter_rows()}
     events = _events(ws, kind)

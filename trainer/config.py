@@ -156,10 +156,10 @@ class TrainConfig:
     #: What a training pair's entities read for their engaged queries (``positive_queries.py``):
     #: "leave_one_out", the positive reads those of the cutoff without the pair's own query unless it
     #: engaged the entity twice; "pair", positive and negatives read them as they were when the pair
-    #: happened (point-in-time; on the sample world it lifted new pins less than leave-one-out and
-    #: settled ones less too, README, *Evaluate*, so it is not the default); "cutoff", the features
-    #: table's (leaky: every positive finds its own query there, no future pair does, and the towers
-    #: learn to bury entities without engaged queries).
+    #: happened (point-in-time; on the sample world new pins lost less than with leave-one-out but
+    #: settled ones gained less and the whole model scored lower, README, *Evaluate*, so it is not the
+    #: default); "cutoff", the features table's (leaky: every positive finds its own query there, no
+    #: future pair does, and the towers learn to bury entities without engaged queries).
     engaged_queries_as_of: str = "leave_one_out"
     #: "pair": the days entities are read as of, quantiles of the days the training pairs happened (each
     #: pair reads the last one on or before its own day): more days are closer to each pair's own, and
