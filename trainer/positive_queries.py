@@ -92,45 +92,47 @@ def snapshot_days(first_days: np.ndarray, k: int) -> np.ndarray:
 
 def _snapshots(ws: Workspace, featurizer: Featurizer, cat: Catalogue, days: np.ndarray) -> np.ndarray:
     """int64 [days, rows]: the bag each catalogue entity reads on each snapshot day (-1: its own, the list
-    as of the cutoff), appending the changed lists to ``cat.bags`` (one bag per distinct list of an
+    as of the cutoff), appending the other lists to ``cat.bags`` (one bag per distinct list of an
     entity, and one empty bag for every entity with none yet)."""
-    lists = engaged_queries_on(ws, cat.kind, days.tolist())
     own = _lists(ws, cat.kind).collect()
     index = pl.DataFrame({"entity_id": cat.keys, "row": np.arange(len(cat.keys), dtype=np.int64)})
     day_index = pl.DataFrame({"day": days.tolist(), "k": np.arange(len(days), dtype=np.int64)},
                              schema={"day": pl.Date, "k": pl.Int64})
-    changed = (lists.join(own, on="entity_id", how="left", suffix="_cutoff")
-               .filter(pl.col("queries_cutoff").is_null() | (pl.col("queries") != pl.col("queries_cutoff")))
-               .join(index, on="entity_id", how="inner").join(day_index, on="day", how="inner")
-               .sort("row", "k"))
+    lists = (engaged_queries_on(ws, cat.kind, days.tolist())
+             .join(own, on="entity_id", how="left", suffix="_cutoff")
+             .join(index, on="entity_id", how="inner").join(day_index, on="day", how="inner")
+             .with_columns(same=(pl.col("queries") == pl.col("queries_cutoff")).fill_null(False)))
     # One bag per run of equal lists of an entity (an entity unengaged between two snapshot days keeps its list).
+    changed = lists.filter(~pl.col("same")).sort("row", "k")
     version = (pl.col("queries") != pl.col("queries").shift(1).over("row")).fill_null(True).cum_sum().over("row")
     changed = changed.with_columns(version=version)
     distinct = changed.unique(["row", "version"], maintain_order=True)
-    first = len(cat.bags.bounds) - 1
+    first = len(cat.bags.bounds) - 1  # the empty bag; the distinct lists follow it
     encoded = featurizer.encode_field(pl.concat([pl.Series([[]], dtype=pl.List(pl.Utf8)),
                                                  distinct.get_column("queries")])).to_arrow()
     cat.bags = cat.bags.with_extra(TokenBags.from_lists([encoded], distinct.height + 1))
     bag = changed.join(distinct.select("row", "version", bag=first + 1 + pl.int_range(distinct.height, dtype=pl.Int64)),
                        on=["row", "version"], how="left", maintain_order="left")
-    has_own = own.join(index, on="entity_id", how="inner").get_column("row").to_numpy()
     out = np.full((len(days), len(cat.keys)), -1, dtype=np.int64)
-    out[:, has_own] = first  # an entity with engaged queries at the cutoff had none before its first engagement
-    out[bag.get_column("k").to_numpy(), bag.get_column("row").to_numpy()] = bag.get_column("bag").to_numpy()
-    # An entity whose list on a day equals the cutoff's is left at -1 by `changed`; restore that.
-    same = (lists.join(own, on="entity_id", how="inner", suffix="_cutoff")
-            .filter(pl.col("queries") == pl.col("queries_cutoff"))
-            .join(index, on="entity_id", how="inner").join(day_index, on="day", how="inner"))
+    # An entity with engaged queries at the cutoff had none on the days before its first engagement.
+    out[:, own.join(index, on="entity_id", how="inner").get_column("row").to_numpy()] = first
+    same = lists.filter("same")
     out[same.get_column("k").to_numpy(), same.get_column("row").to_numpy()] = -1
+    out[bag.get_column("k").to_numpy(), bag.get_column("row").to_numpy()] = bag.get_column("bag").to_numpy()
     return out
+
+
+def _pair_frames(cat: Catalogue, queries: pl.Series, tasks: list[TaskPairs]) -> list[pl.DataFrame]:
+    """Each task's pairs as (entity_id, query), in its pair order."""
+    return [pl.DataFrame({"entity_id": cat.keys.gather(t.cand_rows), "query": queries.gather(t.query_rows)})
+            for t in tasks]
 
 
 def as_of_pairs(ws: Workspace, featurizer: Featurizer, cat: Catalogue, tasks: list[TaskPairs],
                 queries: pl.Series, k: int, field: int) -> np.ndarray:
     """``pair``: set each task's ``as_of`` (the snapshot each pair reads) and ``positive_bags``, and return
     the catalogue's snapshots (int64 [days, rows], :func:`_snapshots`)."""
-    frames = [pl.DataFrame({"entity_id": cat.keys.gather(t.cand_rows), "query": queries.gather(t.query_rows)})
-              for t in tasks]
+    frames = _pair_frames(cat, queries, tasks)
     first = first_engaged(ws, cat.kind, pl.concat(frames))
     if first.height == 0:
         return np.full((1, len(cat.keys)), -1, dtype=np.int64)
@@ -153,6 +155,24 @@ def _empty_bags(cat: Catalogue, bags: np.ndarray, rows: np.ndarray, field: int) 
     of its row) is empty."""
     sizes = np.diff(cat.bags.bounds)
     return sizes[np.where(bags >= 0, bags, cat.bags.rows * field + rows)] == 0
+
+
+def leave_one_out(ws: Workspace, featurizer: Featurizer, cat: Catalogue, tasks: list[TaskPairs],
+                  queries: pl.Series) -> None:
+    """``leave_one_out``: set each task's ``positive_bags`` (:func:`pairs_losing_query`)."""
+    frames = _pair_frames(cat, queries, tasks)
+    changed = pairs_losing_query(ws, cat.kind, pl.concat(frames))
+    first = len(cat.bags.bounds) - 1
+    cat.bags = cat.bags.with_extra(
+        TokenBags.from_lists([featurizer.encode_field(changed.get_column("kept")).to_arrow()], changed.height))
+    index = changed.select("entity_id", "query", row=first + pl.int_range(changed.height, dtype=pl.Int64))
+    for t, frame in zip(tasks, frames):
+        bag = frame.join(index, on=["entity_id", "query"], how="left", maintain_order="left")
+        t.positive_bags = bag.get_column("row").fill_null(-1).to_numpy().astype(np.int64)
+        log.info("task %s: %d of %d pairs read their %s's engaged queries as of the cutoff without their "
+                 "own query", t.name, int((t.positive_bags >= 0).sum()), t.pairs, cat.kind)
+
+
 def positive_queries(ws: Workspace, featurizer: Featurizer, catalogues: dict[str, Catalogue],
                      tasks: list[TaskPairs], fields: tuple[str, ...], view: str,
                      snapshots: int) -> tuple[int | None, dict[str, np.ndarray]]:
@@ -168,17 +188,6 @@ def positive_queries(ws: Workspace, featurizer: Featurizer, catalogues: dict[str
         cat, own = catalogues[kind], [t for t in tasks if t.candidate == kind]
         if view == "pair":
             out[kind] = as_of_pairs(ws, featurizer, cat, own, queries, snapshots, field)
-            continue
-        frames = {t.name: pl.DataFrame({"entity_id": cat.keys.gather(t.cand_rows), "query": queries.gather(t.query_rows)})
-                  for t in own}
-        changed = pairs_losing_query(ws, kind, pl.concat(frames.values()))
-        first = len(cat.bags.bounds) - 1
-        cat.bags = cat.bags.with_extra(
-            TokenBags.from_lists([featurizer.encode_field(changed.get_column("kept")).to_arrow()], changed.height))
-        index = changed.select("entity_id", "query", row=first + pl.int_range(changed.height, dtype=pl.Int64))
-        for t in own:
-            bag = frames[t.name].join(index, on=["entity_id", "query"], how="left", maintain_order="left")
-            t.positive_bags = bag.get_column("row").fill_null(-1).to_numpy().astype(np.int64)
-            log.info("task %s: %d of %d pairs read their %s's engaged queries as of the cutoff without their "
-                     "own query", t.name, int((t.positive_bags >= 0).sum()), t.pairs, kind)
+        else:
+            leave_one_out(ws, featurizer, cat, own, queries)
     return field, out
