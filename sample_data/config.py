@@ -50,11 +50,13 @@ class WorldConfig:
     #: Pins with neither title nor description (the paper: 71% coverage), among settled pins and among
     #: fresh ones (``fresh_pin_share``). A pin's text accrues with age (a bare
     #: upload gets its title from an edit, a scraped link page, a saver's description), so new pins are
-    #: the bare ones more often: 0.2 and 0.6 leave about a third of the catalogue bare. Bare pins that are
+    #: the bare ones more often: 0.2 and 0.8 leave 41% of the catalogue bare. Bare pins that are
     #: also new have no engaged queries either, and only the captions (and the legacy and visual
-    #: embeddings) describe them: what Table 3 measures (README, *`omni sample`*, world v11).
+    #: embeddings) describe them: what Table 3 measures. World v11's 0.6 put most of Table 3's pairs on
+    #: settled bare pins once new pins were engaged less; 0.1 for settled pins left engaged queries
+    #: little to add (README, *Evaluate*, world v12).
     pin_no_text_share: float = 0.20
-    fresh_pin_no_text_share: float = 0.60
+    fresh_pin_no_text_share: float = 0.80
     #: Among pins with text: probability of a title, of a description (at least one is kept).
     pin_title_prob: float = 0.8
     pin_description_prob: float = 0.6
@@ -79,16 +81,21 @@ class WorldConfig:
     fresh_pin_share: float = 0.35
     fresh_days: int = 21
     #: Once created, a fresh pin is engaged this many times as often as a settled pin of equal popularity
-    #: (1: no boost). World v9-v10 used 2, making half the test window's pin pairs name a new pin; at 1
-    #: they are about a third (README, *Evaluate*, world v11).
-    fresh_pin_boost: float = 1.0
+    #: (1: no boost; < 1: it has had days, not months, to reach feeds and boards). World v9-v10 used 2
+    #: (half the test window's pin pairs named a new pin), v11 1 (a third); at 0.5 about a fifth, so
+    #: engaged queries cover most test pairs, as engagement-weighted coverage does in a catalogue where
+    #: the engaged pins are the ones engaged before (README, *Evaluate*, world v12).
+    fresh_pin_boost: float = 0.5
 
     # ---- entity attributes (colour, pattern, material, style, occasion, audience; lexicon order)
     #: Values of each attribute kind a topic uses (drawn per world); an entity has one of each.
     attr_values_per_topic: int = 4
     #: Per attribute kind: the chance a pin's title (and, independently, its description) names
     #: the pin's value; products name more of theirs (shop titles list colour, material, audience).
-    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.05, 0.02, 0.2)
+    #: Style and occasion, what queries ask most, are named on about a quarter of the pins with text
+    #: (boards name them on most): world v11 named them on 3-7%, so text added little beyond the
+    #: legacy embedding for the queries people type most (README, *Evaluate*, world v12).
+    pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.25, 0.2, 0.2)
     product_text_attr_prob: tuple[float, ...] = (0.5, 0.3, 0.5, 0.3, 0.2, 0.4)
     #: A named attribute is another value of the topic instead (careless or misleading text).
     text_attr_noise_prob: float = 0.1

@@ -235,9 +235,9 @@ def _pins_with_channels(ws: Workspace) -> pl.DataFrame:
 
 
 def test_each_channel_reveals_its_own_attributes(tiny_ws: Workspace) -> None:
-    """The documented channel story: text names some of everything (style and occasion rarely), the
-    image the visual attributes only, board titles style/occasion only and far more often than text;
-    together they reveal what no single channel does."""
+    """The documented channel story: text names some of everything (style and occasion for about a
+    quarter of the pins with text), the image the visual attributes only, board titles style/occasion
+    only; together they reveal what no single channel does."""
     pins = _pins_with_channels(tiny_ws)
     with_text, on_boards = pins.filter(pl.col("text") != ""), pins.filter(pl.col("boards").is_not_null())
     for kind in ATTRIBUTE_KINDS:
@@ -247,8 +247,8 @@ def test_each_channel_reveals_its_own_attributes(tiny_ws: Workspace) -> None:
         boards = _named_share(on_boards, "boards", kind)
         if kind in ("style", "occasion"):
             # The tiny world has 120 boards for 40 topics x 9 facets, so many pins fall back to a board
-            # of another facet; on the small world boards name it for about half of the pins.
-            assert 0.02 < text < 0.2 and boards > 0.15 and boards > 1.5 * text, (kind, text, boards)
+            # of another facet; on the small world boards name it for about 70% of the pins, text 25-30%.
+            assert 0.15 < text < 0.4 and boards > 0.15, (kind, text, boards)
         else:
             assert 0.12 < text < 0.55 and boards == 0.0, (kind, text, boards)  # some attributes, not all
     # Text names the concept (a synonym, any language) on nearly every pin that has text.
@@ -329,8 +329,8 @@ def test_untitled_exposure_and_fresh_boost_scale_engagements(
     """A pin with neither title nor description is engaged about ``untitled_search_exposure`` times as
     often as one with text, in the training window (so it gathers fewer engaged queries) and the test
     window alike (the test window is drawn like training); a fresh pin, once created, about
-    ``fresh_pin_boost`` times as often as a settled one (a little less: a block's few candidates
-    saturate for its most popular pins). ``None``: the default world's own setting."""
+    ``fresh_pin_boost`` times as often as a settled one (a little closer to 1: a block's 32 candidates
+    include most of its pins whatever their weight). ``None``: the default world's own setting."""
     cfg = world_config("tiny", pins=6_000, pin_images=960, engagements=150_000)
     exposure = cfg.untitled_search_exposure if exposure is None else exposure
     boost = cfg.fresh_pin_boost if boost is None else boost
@@ -353,9 +353,12 @@ def test_untitled_exposure_and_fresh_boost_scale_engagements(
         return means[True] / means[False]
 
     test_window = pl.col("ts") >= split.test_start
+    # Within 30%: a few hundred bare settled pins, whose popularity and attribute mix vary by seed
+    # (0.8-1.2 at exposure 1 over seeds 0 and 1); 0.5 and 1.0 stay apart.
     for window in (pl.col("ts") < split.train_end, test_window):
-        assert exposure - 0.15 < ratio(window, "untitled") < exposure + 0.2
-    assert 0.75 * boost < ratio(test_window, "fresh") < 1.1 * boost
+        assert 0.7 * exposure < ratio(window, "untitled") < 1.3 * exposure
+    fresh = ratio(test_window, "fresh")
+    assert 0.75 * boost < fresh < 1.1 * boost if boost > 1 else boost < fresh < 1.3 * boost
 
 
 def test_legacy_embeddings_reveal_the_concept_weakly(looks_ws: Workspace) -> None:
@@ -436,10 +439,11 @@ def test_related_query_clicks_prefer_queries_asking_the_same_attributes(tmp_path
 
 def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspace) -> None:
     """About a third of the pins are created after the cutoff: no training-window engagement (so no engaged
-    queries), but the test window engages them, as often as the rest of equal popularity with the
-    default ``fresh_pin_boost`` 1 (test_untitled_exposure_and_fresh_boost_... measures the boost)."""
+    queries), but the test window engages them, ``fresh_pin_boost`` times as often as the rest of equal
+    popularity (test_untitled_exposure_and_fresh_boost_... measures the ratio per pin)."""
+    cfg = world_config("tiny")
     truth = _read(tiny_ws, TRUTH_PINS)
-    assert truth["fresh"].mean() == pytest.approx(world_config("tiny").fresh_pin_share, abs=0.05)
+    assert truth["fresh"].mean() == pytest.approx(cfg.fresh_pin_share, abs=0.05)
     assert not _read(tiny_ws, TRUTH_PRODUCTS)["fresh"].any()
     split = TimeSplit.for_workspace(tiny_ws)
     eng = (_read(tiny_ws, ENGAGEMENTS).filter(pl.col("entity_type") == "pin")
@@ -454,7 +458,11 @@ def test_fresh_pins_are_engaged_only_after_the_training_cutoff(tiny_ws: Workspac
     assert (early["ts"] >= early["created_at"]).all()
     assert (_read(tiny_ws, PRODUCTS)["created_at"] < split.train_end).all()
     test = eng.filter(pl.col("ts") >= split.test_start)
-    assert test["fresh"].mean() == pytest.approx(truth["fresh"].mean(), abs=0.08)  # a share like the catalogue's
+    # The test window's share of new pins: below the catalogue's, about what the boost weights it to
+    # (a little above: see test_untitled_exposure_and_fresh_boost_... for why).
+    boosted = cfg.fresh_pin_boost * truth["fresh"].mean()
+    boosted /= boosted + 1 - truth["fresh"].mean()
+    assert boosted - 0.03 < test["fresh"].mean() < truth["fresh"].mean() - 0.03
 
 
 def test_no_channel_carries_ids_or_engagements(tiny_ws: Workspace, tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def test_leave_one_out_loses_the_query_only_when_it_was_that_querys_single_engag
             assert b == -1  # another engagement of the entity by the query: what a future pair could see
         plain = off.catalogues[kind].bags
         assert _bag(bags, field_bag + int(cr)) == _bag(plain, field_bag + int(cr))  # the entity's own bag untouched
-    assert leaks > 0.5 * t.pairs and 0 < losing < t.pairs  # the leak: most positives find their own query
+    assert leaks > 0.4 * t.pairs and 0 < losing < t.pairs  # the leak: about half the positives find their own query
 
 
 def test_batches_give_every_candidate_row_its_view(enriched):
