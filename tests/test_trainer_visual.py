@@ -108,7 +108,9 @@ def test_a_tower_given_only_visual_features_learns_a_colour_task(colour_ws: Work
     top = np.argsort(-(queries @ pins.T), axis=1)[:, :10]
     precision = float((pin_colours[top] == np.array(names)[:, None]).mean())
     chance = max(float((pin_colours == c).mean()) for c in names)  # the commonest colour's share
-    assert precision >= 0.5 and precision > 2 * chance, (precision, chance)
+    # 20 points over always answering the commonest colour (a broken visual path stays at chance); a
+    # ratio would ask more of a world whose commonest colour is more common (0.29 on world v12's tiny).
+    assert precision >= 0.5 and precision > chance + 0.2, (precision, chance)
 
 
 @pytest.fixture(scope="module")
