@@ -1,7 +1,7 @@
 """Knobs of the synthetic world: one :class:`WorldConfig` per size, every count and share here.
 
-The defaults encode what makes the paper's effects measurable: ~30% pins without any text (the
-paper reports 71% title/description coverage), ~15% non-English queries, Zipf popularity of
+The defaults encode what makes the paper's effects measurable: ~40% pins without any text, most
+of them new (the paper reports 71% title/description coverage), ~15% non-English queries, Zipf popularity of
 queries and entities (so in-batch negatives are popularity-biased and logQ correction matters),
 ~90% of pins on at least one board, traffic growing over the year so the last week (the test
 window) holds enough events, and entity attributes that each channel reveals only in part

@@ -358,7 +358,10 @@ def test_untitled_exposure_and_fresh_boost_scale_engagements(
     for window in (pl.col("ts") < split.train_end, test_window):
         assert 0.7 * exposure < ratio(window, "untitled") < 1.3 * exposure
     fresh = ratio(test_window, "fresh")
-    assert 0.75 * boost < fresh < 1.1 * boost if boost > 1 else boost < fresh < 1.3 * boost
+    if boost > 1:
+        assert 0.75 * boost < fresh < 1.1 * boost
+    else:
+        assert boost < fresh < 1.3 * boost
 
 
 def test_legacy_embeddings_reveal_the_concept_weakly(looks_ws: Workspace) -> None:

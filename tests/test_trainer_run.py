@@ -163,7 +163,7 @@ def test_auto_field_dropout_is_the_skew_between_catalogue_and_positives(ws: Work
     positives = data.tasks["query-pin"].cand_rows
     assert not no_eq[positives].any() and no_eq.mean() > 0.2  # fresh pins: none, training positives: all
     assert skew["engaged_queries"] > 0.1
-    # Titles: new pins, never training positives, are bare more often than settled ones (world v11), so
+    # Titles: new pins, never training positives, are bare more often than settled ones (since world v11), so
     # the catalogue lacks a title more often than the positives do; captions: every pin and product has one.
     assert skew["title"] > 0.02
     assert abs(skew["caption"]) < SMALL.field_dropout_min
