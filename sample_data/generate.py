@@ -23,16 +23,18 @@ Generative story (all knobs in :class:`~omnisearchsage.sample_data.config.WorldC
                       offset), the other attributes hardly at all (like PinSage / ItemSage);
                       an entity's look is drawn independently of its concept, so the visual
                       attributes tell nothing of the concept
-  title/description   ~70% of pins: the concept (synonyms, typos, words of other topics) and
-                      each attribute with some probability, sometimes a wrong value
+  title/description   ~60% of pins: the concept (synonyms, typos, words of other topics) and
+                      each attribute with some probability (audience least), sometimes a
+                      wrong value
   image (captions)    topic (shape + background), concept (frame colour), and the entity's
                       colour and pattern as far as its concept's few image files show them;
                       never material, style, occasion or audience. ~30% of pins have alt text
   board titles        the board's topic (its head word, never a concept of it) plus a style or
                       occasion word; pins are saved mostly to boards naming their own style or
-                      occasion. Text names style and occasion rarely, so boards are their source
+                      occasion, on most pins (text on about a quarter)
   engaged queries     (built by ``omni enrich queries``) the words users typed to reach the
-                      entity in the training window: concept and the asked attributes
+                      entity in the training window: concept and the asked attributes; with
+                      text, the only channel naming material and audience
   ==================  =====================================================================
 
   No channel carries an entity's id or anything drawn from the engagements (the test window).
