@@ -298,7 +298,7 @@ def test_a_variant_trained_by_an_older_version_is_reused_unless_its_config_chang
 def test_with_two_seeds_every_figure_is_the_mean_over_the_seeds(tiny_ws):
     """``seeds=2``: every variant is trained twice (the run itself is the unified model's first seed),
     and each cell, and each difference, is the mean over the two models."""
-    good, bad = fake_model(tiny_ws), fake_model(tiny_ws, constant=True)
+    good, bad = fake_model(tiny_ws, oracle=True), fake_model(tiny_ws, constant=True)
     trained: list[tuple[str, int]] = []
 
     def fake_train(ws, run, variant, base, cfg, seed=0):

@@ -31,8 +31,14 @@ def encode(texts: Sequence[str]) -> np.ndarray:
     return np.stack([unit(t) for t in texts]) if texts else np.empty((0, DIM), np.float32)
 
 
-def fake_model(ws: Workspace, constant: bool = False) -> EmbeddingModel:
-    """Random (or all-equal) embeddings for every pin and product, 50 training queries as query index."""
+def fake_model(ws: Workspace, constant: bool = False, oracle: bool = False) -> EmbeddingModel:
+    """Random (or all-equal) embeddings for every pin and product, 50 training queries as query index.
+    ``oracle``: a query of the test window embeds as one of its engaged pins, so the model ranks that pin
+    first and beats the random and constant ones whatever the world (those two can tie on a tiny one)."""
+    first: dict[str, str] = {}
+    if oracle:
+        pins = load_heldout(ws, TimeSplit.for_workspace(ws)).filter(pl.col("entity_type") == "pin")
+        first = dict(pins.group_by("query").agg(pl.col("entity_id").min()).iter_rows())
     ents = {}
     for schema, col, kind in ((PINS, "pin_id", "pin"), (PRODUCTS, "product_id", "product")):
         ids = np.asarray(sorted(pl.read_parquet(ws.path(schema))[col].to_list()), dtype=object)
@@ -40,7 +46,8 @@ def fake_model(ws: Workspace, constant: bool = False) -> EmbeddingModel:
         ents[kind] = (ids, emb)
     queries = sorted(pl.read_parquet(ws.path(ENGAGEMENTS))["query"].unique().to_list())[:50]
     ents["query"] = (np.asarray(queries, dtype=object), encode(queries))
-    enc = (lambda texts: np.tile(unit("same"), (len(texts), 1))) if constant else encode
+    enc = ((lambda texts: np.tile(unit("same"), (len(texts), 1))) if constant
+           else (lambda texts: encode([first.get(t, t) for t in texts])))
     return EmbeddingModel("fake", enc, ents, legacy_dims={"pin": 256, "product": 256})
 
 
