@@ -92,17 +92,15 @@ class WorldConfig:
     attr_values_per_topic: int = 4
     #: Per attribute kind: the chance a pin's title (and, independently, its description) names
     #: the pin's value; products name more of theirs (shop titles list colour, material, audience).
-    #: Style and occasion, what queries ask most, are named on about a quarter of the pins with text
-    #: (boards name them on most): world v11 named them on 3-7%, so text added little beyond the
-    #: legacy embedding for the queries people type most (README, *Evaluate*, world v12). Audience
-    #: ("for kids", "men's") is what an uploader leaves out and a searcher types: text names it on
-    #: about one pin in eight and no other channel does, so engaged queries are where it shows
-    #: (world v13).
+    #: Style and occasion, what queries ask most, are named often enough for text to add something
+    #: beyond the legacy embedding (boards name them most; README, *Evaluate*, world v12). Audience
+    #: ("for kids", "men's") is what an uploader leaves out and a searcher types: text names it least
+    #: and no other content channel does, so engaged queries are where it shows (world v13).
     pin_text_attr_prob: tuple[float, ...] = (0.3, 0.2, 0.3, 0.25, 0.2, 0.1)
     #: Shop titles and descriptions list material and audience ("linen", "for kids") on most
-    #: products: at 0.5 and 0.4, with queries asking for them 15% of the time each, the query-product
-    #: model trained alone fell 0.04-0.05 behind the unified one, which also learns those words from
-    #: the pins' engaged queries (README, *Evaluate*, world v13).
+    #: products; with them named less often, a query-product model trained alone could learn those
+    #: words only from fewer pairs than the unified one, which also reads the pins' engaged queries
+    #: (README, *Evaluate*, world v13: Table 5).
     product_text_attr_prob: tuple[float, ...] = (0.5, 0.3, 0.7, 0.3, 0.2, 0.7)
     #: A named attribute is another value of the topic instead (careless or misleading text).
     text_attr_noise_prob: float = 0.1
@@ -117,12 +115,9 @@ class WorldConfig:
     #: by anything an enrichment adds (README, *Evaluate*, world v9).
     query_attr_counts: tuple[float, float, float] = (0.03, 0.47, 0.5)
     #: Relative chance of each attribute kind being asked (lexicon order): style and occasion,
-    #: which mostly board titles reveal, are what people search Pinterest for most (25% each of the
-    #: asks); material and audience, which neither the image nor boards show, 15% each; colour and
-    #: pattern, which the image shows, 10% each. World v12 asked style and occasion 30% each and
-    #: material and audience 10%: engaged queries then had little that only they tell, and their
-    #: Table 4 step (settled pins' gain less new pins' loss) stayed under 0.02 on long click
-    #: (README, *Evaluate*, world v13).
+    #: which mostly board titles reveal, are what people search Pinterest for most; then material and
+    #: audience, which neither the image nor boards show, so engaged queries have something only they
+    #: tell; colour and pattern, which the image shows, least (README, *Evaluate*, world v13).
     query_kind_weights: tuple[float, ...] = (1.0, 1.0, 1.5, 2.5, 2.5, 1.5)
 
     # ---- products
